@@ -1,0 +1,188 @@
+"""Every ``AMAZON_*`` configuration key, its default, and how a value is read.
+
+Like Flask-Limiter's ``ConfigVars``, this module is the one place where keys and defaults
+live. A key the app leaves unset falls back to the environment variable of the same name,
+parsed as JSON when it parses (the way Flask's ``from_prefixed_env`` treats values), so a
+deploy pipeline can configure everything by environment alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+#: key -> default. ``None`` means "no default" (optional, or required by whoever uses it).
+DEFAULTS: dict[str, Any] = {
+    "AMAZON_CREDENTIALS_BACKEND": "env",
+    "AMAZON_CREDENTIALS_FILE": None,
+    "AMAZON_PARTITION": None,
+    "AMAZON_ONEPASSWORD_VAULT": None,  # None -> "Arda-{AMAZON_PARTITION}OAM"
+    "AMAZON_ONEPASSWORD_ITEM": "Amazon Creators API",
+    "AMAZON_CREDENTIALS_TTL_SECONDS": 900,
+    "AMAZON_MARKETPLACE": "www.amazon.com",
+    "AMAZON_CREATORS_API_HOST": "https://creatorsapi.amazon",
+    "AMAZON_TOKEN_URL": None,  # None -> chosen by the credential version
+    "AMAZON_RATE_LIMITS": "1/second;8640/day",
+    "AMAZON_RATE_MARGIN_SECONDS": 0.15,
+    "AMAZON_RATE_LIMIT_STORAGE_URI": "memory://",
+    "AMAZON_MAX_WAIT_SECONDS": 3,
+    "AMAZON_CACHE_TTL_SECONDS": 3600,
+    "AMAZON_CACHE_STORAGE_URI": "memory://",
+    "AMAZON_CACHE_MAX_ENTRIES": 100_000,
+    "AMAZON_NEGATIVE_CACHE_TTL_SECONDS": 300,
+    "AMAZON_HTTP_TIMEOUT": (3.05, 10),
+    "AMAZON_IMPORT_AUTH_DISABLED": False,
+    "AMAZON_IMPORT_URL_PREFIX": "/api/amazon",
+    "AMAZON_BATCH_MAX_URLS": 50,
+    "AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS": 600,
+}
+
+#: Amazon's terms limit how long product data may be kept.
+MAX_CACHE_TTL_SECONDS = 86_400
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the key."""
+
+
+def _from_env(key: str) -> Any:
+    raw = os.environ[key]
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def apply_defaults(config: MutableMapping[str, Any]) -> None:
+    """Fill every unset key from the environment, else from :data:`DEFAULTS`."""
+    for key, default in DEFAULTS.items():
+        if key in config:
+            continue
+        config[key] = _from_env(key) if key in os.environ else default
+
+
+def read(config: Mapping[str, Any], key: str) -> Any:
+    """A key's value: app config, else environment, else default (for keys set later)."""
+    if key in config:
+        return config[key]
+    if key in os.environ:
+        return _from_env(key)
+    return DEFAULTS.get(key)
+
+
+def _number(key: str, value: Any, *, minimum: float = 0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{key} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {number}")
+    return number
+
+
+def _timeout(value: Any) -> tuple[float, float]:
+    key = "AMAZON_HTTP_TIMEOUT"
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ConfigError(f"{key} must be a number or a (connect, read) pair")
+        connect, read_ = (_number(key, v) for v in value)
+    else:
+        connect = read_ = _number(key, value)
+    if connect <= 0 or read_ <= 0:
+        raise ConfigError(f"{key} must be positive")
+    return connect, read_
+
+
+def _flag(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"", "0", "false", "no", "off"}:
+        return False
+    if isinstance(value, int):
+        return bool(value)
+    raise ConfigError(f"{key} must be a boolean, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated, typed view of the ``AMAZON_*`` keys used at run time."""
+
+    credentials_backend: str
+    credentials_ttl_seconds: float
+    marketplace: str
+    creators_api_host: str
+    token_url: str | None
+    rate_limits: str
+    rate_margin_seconds: float
+    rate_limit_storage_uri: str
+    max_wait_seconds: float
+    cache_ttl_seconds: float
+    cache_storage_uri: str
+    cache_max_entries: int
+    negative_cache_ttl_seconds: float
+    http_timeout: tuple[float, float]
+    auth_disabled: bool
+    url_prefix: str
+    batch_max_urls: int
+    upstream_event_interval_seconds: float
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Validate ``config`` (defaults already applied) and raise :class:`ConfigError`."""
+
+        def get(key: str) -> Any:
+            return read(config, key)
+
+        def text(key: str) -> str:
+            value = get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{key} must be a non-empty string")
+            return value.strip()
+
+        cache_ttl = _number("AMAZON_CACHE_TTL_SECONDS", get("AMAZON_CACHE_TTL_SECONDS"))
+        if cache_ttl > MAX_CACHE_TTL_SECONDS:
+            raise ConfigError(
+                f"AMAZON_CACHE_TTL_SECONDS must not exceed {MAX_CACHE_TTL_SECONDS} "
+                "(Amazon's terms limit how long product data may be kept)"
+            )
+        token_url = get("AMAZON_TOKEN_URL")
+        return cls(
+            credentials_backend=text("AMAZON_CREDENTIALS_BACKEND"),
+            credentials_ttl_seconds=_number(
+                "AMAZON_CREDENTIALS_TTL_SECONDS", get("AMAZON_CREDENTIALS_TTL_SECONDS")
+            ),
+            marketplace=text("AMAZON_MARKETPLACE").lower(),
+            creators_api_host=text("AMAZON_CREATORS_API_HOST").rstrip("/"),
+            token_url=text("AMAZON_TOKEN_URL") if token_url else None,
+            rate_limits=text("AMAZON_RATE_LIMITS"),
+            rate_margin_seconds=_number(
+                "AMAZON_RATE_MARGIN_SECONDS", get("AMAZON_RATE_MARGIN_SECONDS")
+            ),
+            rate_limit_storage_uri=text("AMAZON_RATE_LIMIT_STORAGE_URI"),
+            max_wait_seconds=_number("AMAZON_MAX_WAIT_SECONDS", get("AMAZON_MAX_WAIT_SECONDS")),
+            cache_ttl_seconds=cache_ttl,
+            cache_storage_uri=text("AMAZON_CACHE_STORAGE_URI"),
+            cache_max_entries=int(
+                _number("AMAZON_CACHE_MAX_ENTRIES", get("AMAZON_CACHE_MAX_ENTRIES"), minimum=1)
+            ),
+            negative_cache_ttl_seconds=_number(
+                "AMAZON_NEGATIVE_CACHE_TTL_SECONDS", get("AMAZON_NEGATIVE_CACHE_TTL_SECONDS")
+            ),
+            http_timeout=_timeout(get("AMAZON_HTTP_TIMEOUT")),
+            auth_disabled=_flag("AMAZON_IMPORT_AUTH_DISABLED", get("AMAZON_IMPORT_AUTH_DISABLED")),
+            url_prefix="/" + text("AMAZON_IMPORT_URL_PREFIX").strip("/"),
+            batch_max_urls=int(
+                _number("AMAZON_BATCH_MAX_URLS", get("AMAZON_BATCH_MAX_URLS"), minimum=1)
+            ),
+            upstream_event_interval_seconds=_number(
+                "AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS",
+                get("AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS"),
+            ),
+        )
