@@ -1,0 +1,689 @@
+"""Amazon's request quota per credential triple: 1 request/second and 8,640/day.
+
+:class:`Quota` hands out upstream slots. Every Creators API call takes one with
+:meth:`Quota.acquire` first; a 429 from Amazon is fed back with :meth:`Quota.penalize`.
+Limits come from ``AMAZON_RATE_LIMITS`` (``limits`` notation, parsed with
+:func:`limits.parse_many`), state lives in the ``limits`` storage named by
+``AMAZON_RATE_LIMIT_STORAGE_URI`` under the key ``arda_amazon_bp/<credential key>/…``.
+
+Strategy: moving window
+    A fixed window counts per calendar second, so two calls 1 ms apart on either side of a
+    boundary both pass: a burst of 2 inside one second, which Amazon (counting arrivals in
+    its own window) may refuse. The moving window keeps the timestamp of each call and
+    admits one only when fewer than *N* calls lie in the last window length, whatever the
+    phase. The sliding-window counter is an approximation that can also let two calls
+    through inside a second. So: moving window, and only storages that support it
+    (``memory://``, ``redis://``/``rediss://``/``redis+unix://``/``redis+sentinel://``/
+    ``redis+cluster://``/``valkey…``, ``mongodb://``); ``memcached://`` is refused.
+
+Taking a slot atomically
+    ``acquire`` first *reads* every window and any penalty (so a spent daily quota is
+    reported without consuming anything), then *hits* the windows shortest first; the hit
+    is the storage's atomic test-and-add (one Lua script in Redis, one lock in memory), so
+    processes and hosts never both get the last slot. If a later (longer) window refuses
+    after a shorter one was hit — only possible when another process takes the last daily
+    slot between our read and our hit — the shorter hit stays consumed: that wastes at
+    most one per-second slot and never lets a call through, so we accept it.
+
+Margin (``AMAZON_RATE_MARGIN_SECONDS``, default 0.15)
+    Amazon counts arrivals; calls sent 1.0 s apart can arrive 0.9 s apart. Every window
+    shorter than a minute is therefore made ``margin`` seconds longer: "1/second" becomes
+    one call per 1.15 s moving window, "5/second" five per 1.15 s. ``limits``' items only
+    know whole seconds, so the window length is carried here as a float and passed to the
+    storage's moving-window primitives (``acquire_entry``/``get_moving_window``):
+    the memory and MongoDB storages only do float arithmetic with it (checked in their
+    source), and ``limits``' Redis reader takes it as a float too. ``limits``' Redis
+    *acquire* script ends with ``EXPIRE key <expiry>``, which Redis rejects for a
+    non-integer (after the entry was pushed, leaving a key without TTL). For Redis-family
+    storages we therefore run our own copy of that script that differs only in using
+    ``PEXPIRE`` — same key, same list layout, read back by ``limits``' own reader. A
+    subclass of ``RateLimitItem`` was not used: its ``get_expiry`` is typed ``int`` and
+    would hit the same ``EXPIRE`` problem. Hosts must keep their clocks in sync (NTP):
+    timestamps are the caller's ``time.time()``, so skew between hosts eats into the margin.
+
+Waiting, fairly
+    When a window is busy, a request waits for the next slot up to ``max_wait`` (default
+    ``AMAZON_MAX_WAIT_SECONDS``). Within a process the waiters of one credential key form
+    a FIFO line: only the head talks to the storage, sleeping until the computed moment a
+    slot frees (never polling); the others wait on a condition. Across processes the heads
+    compete through the storage. A waiter whose turn cannot come before its deadline —
+    the head waits until *T*, and the *k*-th in line needs at least ``k // N`` more window
+    lengths — is refused at once instead of holding its worker for ``max_wait``. A refusal
+    is ``AMAZON_RATE_LIMITED`` (``details.source="local"``, ``details.limit`` the
+    granularity that blocked: ``"second"``, ``"day"``…, or ``"penalty"``) with
+    ``Retry-After`` = whole seconds until a slot frees. A spent daily quota is refused
+    immediately: its slot frees hours later, beyond any ``max_wait``.
+
+Penalties
+    :meth:`Quota.penalize` records "no slot before now + Retry-After" for the key in the
+    same storage, so every process and host pauses; waiting on it behaves like a busy
+    window (wait if it ends within ``max_wait``, else 429 with the rest of the penalty).
+
+Storage per process, and outages
+    Storages are built lazily on first use and rebuilt when ``os.getpid()`` changes (a
+    gunicorn worker forked after import must not share the parent's Redis sockets or its
+    in-memory state). A ``memory://`` storage belongs to one :class:`Quota`, so two apps in
+    one process never share limits. Redis connections get short socket timeouts
+    (:data:`REDIS_SOCKET_TIMEOUT`, :data:`REDIS_CONNECT_TIMEOUT`; query parameters in
+    the URI win). With a shared storage each process also keeps an in-memory copy of its
+    own calls. If the shared storage fails, the quota logs one WARNING for the outage and
+    limits from that copy — the same limits, per process: with *N* processes the combined
+    rate can reach *N* times the limit until the storage answers again. It probes the
+    storage at most every :data:`PROBE_INTERVAL_SECONDS` and switches back when it answers;
+    the calls made during the outage are then added to the shared windows of a minute or
+    longer (the daily count), and the local copy keeps guarding the short windows, so the
+    switch itself cannot produce a burst.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+import urllib.parse
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from limits import RateLimitItem, parse_many
+from limits.errors import ConfigurationError, StorageError
+from limits.storage import (
+    MemoryStorage,
+    MovingWindowSupport,
+    RedisStorage,
+    Storage,
+    storage_from_string,
+)
+
+from .config import ConfigError, Settings
+from .errors import AmazonImportError, rate_limited
+
+__all__ = [
+    "NAMESPACE",
+    "PROBE_INTERVAL_SECONDS",
+    "REDIS_CONNECT_TIMEOUT",
+    "REDIS_SOCKET_TIMEOUT",
+    "Quota",
+    "WindowStatus",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of every key this package writes into the rate-limit storage.
+NAMESPACE = "arda_amazon_bp"
+#: Socket timeouts for Redis-family storages: an unreachable Redis costs at most this.
+REDIS_SOCKET_TIMEOUT = 0.5
+REDIS_CONNECT_TIMEOUT = 0.5
+#: While the shared storage is down, ask it again at most this often.
+PROBE_INTERVAL_SECONDS = 5.0
+
+_MARGIN_BELOW_SECONDS = 60  # windows shorter than this get the arrival-jitter margin
+_WAKE_EPSILON = 0.001  # storages refuse *at* the reset instant (>=); wake just after it
+_MIN_SLEEP = 0.005  # a head refused by a race retries after this, never in a tight loop
+_MAX_PENALTY_SECONDS = 86_400.0
+
+_T = TypeVar("_T")
+
+# limits' acquire_moving_window.lua with PEXPIRE instead of EXPIRE, so a window may last a
+# fraction of a second (Redis refuses EXPIRE with a non-integer). It pushes ARGV[1] as
+# given, so timestamps keep Python's exact repr.
+_ACQUIRE_LUA = b"""
+local limit = tonumber(ARGV[2])
+local expiry = tonumber(ARGV[3])
+local amount = tonumber(ARGV[4])
+if amount > limit then
+    return false
+end
+local entry = redis.call('lindex', KEYS[1], limit - amount)
+if entry and tonumber(entry) >= tonumber(ARGV[1]) - expiry then
+    return false
+end
+local entries = {}
+for i = 1, amount do
+    entries[i] = ARGV[1]
+end
+for i = 1, #entries, 5000 do
+    redis.call('lpush', KEYS[1], unpack(entries, i, math.min(i + 4999, #entries)))
+end
+redis.call('ltrim', KEYS[1], 0, limit - 1)
+redis.call('pexpire', KEYS[1], math.ceil(expiry * 1000))
+return true
+"""
+
+# A penalty is a key that lives until the penalty ends; a shorter one never cuts it short.
+_PENALIZE_LUA = b"""
+local ms = tonumber(ARGV[1])
+if redis.call('pttl', KEYS[1]) < ms then
+    redis.call('set', KEYS[1], '1', 'PX', ms)
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class WindowStatus:
+    """One configured limit as the storage sees it for a credential key.
+
+    ``reset_at`` (epoch seconds) is when the oldest call in the window leaves it — when a
+    slot frees if ``remaining`` is 0 — or now if the window is empty.
+    """
+
+    limit: str
+    amount: int
+    used: int
+    remaining: int
+    reset_at: float
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A parsed limit and its moving-window length, margin included (may be fractional)."""
+
+    item: RateLimitItem
+    expiry: float
+
+    @property
+    def amount(self) -> int:
+        return self.item.amount
+
+    @property
+    def label(self) -> str:
+        return self.item.GRANULARITY.name
+
+    def key(self, key: str) -> str:
+        return self.item.key_for(key)
+
+
+@dataclass(frozen=True)
+class _Busy:
+    """No slot before ``reset_at``, because of ``window`` (``None``: a penalty)."""
+
+    reset_at: float
+    window: _Window | None
+
+    @property
+    def label(self) -> str:
+        return self.window.label if self.window is not None else "penalty"
+
+
+def _later(a: _Busy | None, b: _Busy | None) -> _Busy | None:
+    if a is None or (b is not None and b.reset_at > a.reset_at):
+        return b
+    return a
+
+
+class _Line:
+    """The FIFO of one process's requests waiting for a slot of one credential key."""
+
+    __slots__ = ("head_busy", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: deque[object] = deque()
+        self.head_busy: _Busy | None = None  # what the head is sleeping for, if anything
+
+
+def _parse_windows(notation: str, margin: float) -> tuple[_Window, ...]:
+    try:
+        items = parse_many(notation)
+    except ValueError as exc:
+        raise ConfigError(f"AMAZON_RATE_LIMITS: {exc}") from None
+    windows = []
+    for parsed in items:
+        if parsed.amount < 1:
+            raise ConfigError(f"AMAZON_RATE_LIMITS: {parsed} allows no call at all")
+        item = type(parsed)(parsed.amount, parsed.multiples, namespace=NAMESPACE)
+        seconds = item.get_expiry()
+        windows.append(_Window(item, seconds + (margin if seconds < _MARGIN_BELOW_SECONDS else 0)))
+    if not windows:
+        raise ConfigError("AMAZON_RATE_LIMITS: no limit given")
+    return tuple(sorted(windows, key=lambda w: w.expiry))
+
+
+def _storage_class(uri: str) -> type[Storage]:
+    """The storage class for ``uri``, checked without building it (nothing connects yet)."""
+    # limits' scheme registry is private; without it, building the storage checks the same.
+    try:
+        from limits._storage_scheme import SCHEMES
+    except ImportError:  # pragma: no cover - another limits layout
+        return Storage
+    cls = SCHEMES.get(urllib.parse.urlparse(uri).scheme)
+    if cls is None:
+        raise ConfigError(
+            f"AMAZON_RATE_LIMIT_STORAGE_URI: unknown storage scheme in {_redact(uri)!r}"
+        )
+    if not (issubclass(cls, Storage) and issubclass(cls, MovingWindowSupport)):
+        raise ConfigError(
+            f"AMAZON_RATE_LIMIT_STORAGE_URI: {_redact(uri)!r} does not support the moving "
+            "window this quota needs; use memory://, redis://… or mongodb://…"
+        )
+    return cast(type[Storage], cls)
+
+
+def _redact(uri: str) -> str:
+    """The URI without credentials, for log lines and errors."""
+    return re.sub(r"//[^@/]*@", "//***@", uri)
+
+
+def _penalty_key(key: str) -> str:
+    return f"{NAMESPACE}/{key}/penalty"
+
+
+class _Store:
+    """A ``limits`` storage seen as moving windows and penalties with float lengths."""
+
+    def __init__(self, storage: Storage) -> None:
+        if not isinstance(storage, MovingWindowSupport):  # pragma: no cover - checked earlier
+            raise ConfigError("AMAZON_RATE_LIMIT_STORAGE_URI: storage has no moving window")
+        self.storage = storage
+        self._moving: MovingWindowSupport = storage
+        self.errors = self._errors(storage)
+        self._redis: Any = None
+        self._acquire: Any = None
+        self._penalize: Any = None
+        if isinstance(storage, RedisStorage):
+            self._redis = storage.get_connection()
+            self._acquire = self._redis.register_script(_ACQUIRE_LUA)
+            self._penalize = self._redis.register_script(_PENALIZE_LUA)
+
+    @staticmethod
+    def _errors(storage: Storage) -> tuple[type[BaseException], ...]:
+        if isinstance(storage, MemoryStorage):
+            return ()  # in-process: it cannot become unreachable
+        try:
+            base = storage.base_exceptions
+        except NotImplementedError:  # pragma: no cover
+            base = ()
+        found = base if isinstance(base, tuple) else (base,)
+        return (*found, StorageError, ConnectionError, TimeoutError)
+
+    def _redis_key(self, key: str) -> str:
+        return cast(RedisStorage, self.storage).prefixed_key(key)
+
+    def hit(self, window: _Window, key: str, now: float, amount: int = 1) -> bool:
+        """Atomically add ``amount`` calls at ``now`` if the window has room for them."""
+        if self._redis is not None:
+            keys = [self._redis_key(window.key(key))]
+            return bool(self._acquire(keys, [now, window.amount, window.expiry, amount]))
+        # limits annotates expiry as int; memory/MongoDB only compute with it (see docstring).
+        return self._moving.acquire_entry(
+            window.key(key), window.amount, cast(int, window.expiry), amount=amount
+        )
+
+    def window(self, window: _Window, key: str) -> tuple[float, int]:
+        """(timestamp of the oldest call still in the window, calls in the window)."""
+        return self._moving.get_moving_window(
+            window.key(key), window.amount, cast(int, window.expiry)
+        )
+
+    def penalize(self, key: str, until: float, now: float) -> None:
+        if self._redis is not None:
+            ms = max(1, math.ceil((until - now) * 1000))
+            self._penalize([self._redis_key(_penalty_key(key))], [ms])
+            return
+        if self.penalty_until(key, now) >= until:
+            return
+        self.storage.clear(_penalty_key(key))
+        self.storage.incr(_penalty_key(key), cast(int, until - now))
+
+    def penalty_until(self, key: str, now: float) -> float:
+        """End of the key's penalty (epoch seconds), or 0.0 without one."""
+        if self._redis is not None:
+            ms = int(self._redis.pttl(self._redis_key(_penalty_key(key))))
+            return now + ms / 1000 if ms > 0 else 0.0
+        if self.storage.get(_penalty_key(key)) > 0:
+            return self.storage.get_expiry(_penalty_key(key))
+        return 0.0
+
+    def check(self) -> bool:
+        return self.storage.check()
+
+    def close(self) -> None:
+        timer = getattr(self.storage, "timer", None)  # MemoryStorage's expiry thread
+        if isinstance(timer, threading.Timer):
+            timer.cancel()
+        if self._redis is not None:
+            try:
+                self._redis.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                logger.debug("closing the rate-limit storage failed", exc_info=True)
+
+
+class Quota:
+    """Upstream slots per credential key, within Amazon's limits (see the module docs).
+
+    ``clock`` and ``sleep`` are injectable for tests; ``clock`` must be epoch seconds on
+    the same base as the storages' own ``time.time()`` calls.
+    """
+
+    #: Seconds between probes of a shared storage that failed (instances may override).
+    probe_interval: float = PROBE_INTERVAL_SECONDS
+
+    _primary: _Store | None
+    _local: _Store | None
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._sleep = sleep
+        self._windows = _parse_windows(settings.rate_limits, settings.rate_margin_seconds)
+        self._uri = settings.rate_limit_storage_uri
+        storage_class = _storage_class(self._uri)
+        self._shared = not issubclass(storage_class, MemoryStorage)
+        self._redis_family = issubclass(storage_class, RedisStorage)
+        self._reset_process_state()
+        _INSTANCES.add(self)
+
+    # -- public API ---------------------------------------------------------------------
+
+    def acquire(self, key: str, *, max_wait: float | None = None) -> None:
+        """Take one upstream slot for ``key``, waiting up to ``max_wait`` seconds.
+
+        Raises ``AMAZON_RATE_LIMITED`` (``source="local"``) when no slot frees in time.
+        """
+        budget = self._settings.max_wait_seconds if max_wait is None else max_wait
+        deadline = self._clock() + max(0.0, budget)
+        self._stores()  # a forked child gets fresh locks before it queues on them
+        ticket = object()
+        with self._cond:
+            line = self._lines.setdefault(key, _Line())
+            line.waiters.append(ticket)
+            try:
+                self._wait_turn(line, ticket, deadline)
+            except BaseException:
+                self._leave(key, line, ticket)
+                raise
+        try:
+            self._take_slot(key, line, deadline)
+        finally:
+            with self._cond:
+                line.head_busy = None
+                self._leave(key, line, ticket)
+
+    def penalize(self, key: str, retry_after: float) -> None:
+        """Amazon answered 429: no slot for ``key`` for ``retry_after`` seconds, anywhere."""
+        if not retry_after > 0:  # also refuses NaN
+            return
+        now = self._clock()
+        until = now + min(float(retry_after), _MAX_PENALTY_SECONDS)
+        local = self._stores()[1]
+        if local is not None:
+            local.penalize(key, until, now)  # kept in case the shared storage fails
+        self._run(lambda store: store.penalize(key, until, now))
+
+    def status(self, key: str) -> list[WindowStatus]:
+        """One entry per configured limit, shortest window first."""
+        return self._run(lambda store: [self._status(store, w, key) for w in self._windows])
+
+    def daily(self, key: str) -> WindowStatus:
+        """The longest configured window (the daily quota by default)."""
+        return self._run(lambda store: self._status(store, self._windows[-1], key))
+
+    def penalized_until(self, key: str) -> float:
+        """End of the current penalty for ``key`` (epoch seconds), or 0.0 without one."""
+        now = self._clock()
+        return self._run(lambda store: store.penalty_until(key, now))
+
+    def waiting(self, key: str) -> int:
+        """Requests of this process currently queued for a slot of ``key``."""
+        with self._cond:
+            line = self._lines.get(key)
+            return len(line.waiters) if line is not None else 0
+
+    @property
+    def degraded(self) -> bool:
+        """True while the shared storage is unreachable and limits are per process."""
+        return self._down
+
+    def close(self) -> None:
+        """Close the storages; a later call builds them again."""
+        with self._lock:
+            stores = [s for s in (self._primary, self._local) if s is not None]
+            self._primary = self._local = None
+        for store in stores:
+            store.close()
+
+    # -- per-process state --------------------------------------------------------------
+
+    def _reset_process_state(self) -> None:
+        # After a fork, locks may have been held by threads that no longer exist and the
+        # storages' sockets belong to the parent: start over without closing anything.
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._lines: dict[str, _Line] = {}
+        self._primary = None
+        self._local = None
+        self._down = False
+        self._next_probe = 0.0
+        self._outage_calls: Counter[str] = Counter()
+
+    def _stores(self) -> tuple[_Store, _Store | None]:
+        """(the configured storage, this process's copy when the former is shared)."""
+        if self._pid != os.getpid():
+            self._reset_process_state()
+        primary = self._primary
+        if primary is None:
+            with self._lock:
+                if self._primary is None:
+                    self._local = _Store(self._build("memory://")) if self._shared else None
+                    self._primary = _Store(self._build(self._uri, timeouts=self._redis_family))
+                primary = self._primary
+        return primary, self._local
+
+    @staticmethod
+    def _build(uri: str, *, timeouts: bool = False) -> Storage:
+        options: dict[str, float] = {}
+        if timeouts:
+            options = {
+                "socket_timeout": REDIS_SOCKET_TIMEOUT,
+                "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+            }
+        try:
+            storage = storage_from_string(uri, **options)
+        except ConfigurationError as exc:
+            raise ConfigError(f"AMAZON_RATE_LIMIT_STORAGE_URI: {_redact(str(exc))}") from None
+        if not isinstance(storage, Storage):
+            raise ConfigError(
+                f"AMAZON_RATE_LIMIT_STORAGE_URI: {_redact(uri)!r} is an async storage; "
+                "use the synchronous scheme"
+            )
+        return storage
+
+    # -- outage handling ----------------------------------------------------------------
+
+    def _run(self, fn: Callable[[_Store], _T]) -> _T:
+        """``fn`` on the shared storage, or on this process's copy while it is down."""
+        primary, local = self._stores()
+        if local is None:
+            return fn(primary)
+        if self._primary_usable(primary):
+            try:
+                return fn(primary)
+            except primary.errors as exc:
+                self._went_down(exc)
+        return fn(local)
+
+    def _primary_usable(self, primary: _Store) -> bool:
+        if not self._down:
+            return True
+        now = self._clock()
+        with self._lock:
+            if not self._down:
+                return True
+            if now < self._next_probe:
+                return False
+            self._next_probe = now + self.probe_interval  # one prober per interval
+        if not primary.check():
+            return False
+        self._recovered(primary)
+        return True
+
+    def _went_down(self, exc: BaseException) -> None:
+        with self._lock:
+            self._next_probe = self._clock() + self.probe_interval
+            if self._down:
+                return
+            self._down = True
+        logger.warning(
+            "rate-limit storage %s is unreachable (%s: %s); limiting per process in memory "
+            "until it answers again - with several processes the combined rate may exceed "
+            "Amazon's quota",
+            _redact(self._uri),
+            type(exc).__name__,
+            exc,
+        )
+
+    def _recovered(self, primary: _Store) -> None:
+        with self._lock:
+            if not self._down:
+                return
+            self._down = False
+            owed = dict(self._outage_calls)
+            self._outage_calls.clear()
+        logger.warning(
+            "rate-limit storage %s answers again; limits are shared again", _redact(self._uri)
+        )
+        # Calls made during the outage still count against the long windows (the daily
+        # quota), timestamped now: conservative. Short windows are bridged by the local copy.
+        now = self._clock()
+        try:
+            for key, calls in owed.items():
+                for window in self._windows:
+                    if window.expiry < _MARGIN_BELOW_SECONDS:
+                        continue
+                    _, used = primary.window(window, key)
+                    amount = min(calls, window.amount - used)
+                    if amount > 0:
+                        primary.hit(window, key, now, amount)
+        except primary.errors as exc:
+            self._went_down(exc)
+
+    # -- taking a slot ------------------------------------------------------------------
+
+    def _leave(self, key: str, line: _Line, ticket: object) -> None:
+        line.waiters.remove(ticket)
+        if not line.waiters and self._lines.get(key) is line:
+            del self._lines[key]
+        self._cond.notify_all()
+
+    def _wait_turn(self, line: _Line, ticket: object, deadline: float) -> None:
+        """Under ``self._cond``: return once ``ticket`` heads the line, or refuse."""
+        shortest = self._windows[0]
+        while line.waiters[0] is not ticket:
+            now = self._clock()
+            # Nobody behind the head is served before it, and the k-th in line needs at
+            # least k // N more window lengths: a lower bound on this request's slot.
+            ahead = line.waiters.index(ticket)
+            head = line.head_busy
+            start = max(now, head.reset_at) if head is not None else now
+            earliest = start + (ahead // shortest.amount) * shortest.expiry
+            if earliest > deadline or now >= deadline:
+                blocked_by = head.window if head is not None and head.reset_at > now else shortest
+                raise self._refusal(_Busy(max(earliest, now), blocked_by), now)
+            self._cond.wait(deadline - now)
+
+    def _take_slot(self, key: str, line: _Line, deadline: float) -> None:
+        """As head of the line: get a slot from the storage, sleeping until one frees."""
+        while True:
+            busy = self._attempt(key)
+            if busy is None:
+                return
+            now = self._clock()
+            if busy.reset_at > deadline:
+                raise self._refusal(busy, now)
+            with self._cond:
+                line.head_busy = busy
+                self._cond.notify_all()  # those behind may now know they cannot make it
+            self._sleep(max(busy.reset_at + _WAKE_EPSILON - now, _MIN_SLEEP))
+
+    def _attempt(self, key: str) -> _Busy | None:
+        """Take a slot now (``None``) or say until when none is free."""
+        primary, local = self._stores()
+        now = self._clock()
+        if local is None:
+            return self._attempt_on(primary, key, now, shadow=None)
+        if self._primary_usable(primary):
+            try:
+                return self._attempt_on(primary, key, now, shadow=local)
+            except primary.errors as exc:
+                self._went_down(exc)
+        busy = self._attempt_on(local, key, now, shadow=None)
+        if busy is None:
+            with self._lock:
+                self._outage_calls[key] += 1
+        return busy
+
+    def _attempt_on(
+        self, store: _Store, key: str, now: float, shadow: _Store | None
+    ) -> _Busy | None:
+        busy = self._busy(store, key, now)
+        if shadow is not None:  # our own recent calls, e.g. made while the storage was down
+            busy = _later(busy, self._busy(shadow, key, now))
+        if busy is not None:
+            return busy
+        for window in self._windows:  # shortest first: a refusal there wastes nothing
+            if not store.hit(window, key, now):
+                start, used = store.window(window, key)
+                # Refused although the read said free: another process won the race.
+                return _Busy(max(start + window.expiry, now) if used else now, window)
+        if shadow is not None:
+            for window in self._windows:
+                shadow.hit(window, key, now)
+        return None
+
+    def _busy(self, store: _Store, key: str, now: float) -> _Busy | None:
+        until = store.penalty_until(key, now)
+        busy = _Busy(until, None) if until > now else None
+        for window in self._windows:
+            start, used = store.window(window, key)
+            if used >= window.amount:
+                busy = _later(busy, _Busy(start + window.expiry, window))
+        return busy
+
+    def _status(self, store: _Store, window: _Window, key: str) -> WindowStatus:
+        start, used = store.window(window, key)
+        return WindowStatus(
+            limit=str(window.item),
+            amount=window.amount,
+            used=used,
+            remaining=max(0, window.amount - used),
+            reset_at=start + window.expiry if used else self._clock(),
+        )
+
+    def _refusal(self, busy: _Busy, now: float) -> AmazonImportError:
+        seconds = math.ceil(busy.reset_at - now)
+        if busy.window is None:
+            message = (
+                f"Amazon throttled these credentials (HTTP 429); retry in {max(1, seconds)} s."
+            )
+            return rate_limited(seconds, "local", message, limit=busy.label)
+        message = (
+            f"Amazon allows {busy.window.item} for these credentials; "
+            f"the next slot frees in {max(1, seconds)} s."
+        )
+        return rate_limited(
+            seconds, "local", message, limit=busy.label, quota=str(busy.window.item)
+        )
+
+
+_INSTANCES: weakref.WeakSet[Quota] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for quota in list(_INSTANCES):
+        quota._reset_process_state()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
