@@ -14,7 +14,10 @@ VARIABLES: dict[str, str] = {name: f"AMAZON_CREATORS_{name.upper()}" for name in
 
 
 class EnvBackend:
-    """Reads the variables at every load, so a changed environment is picked up."""
+    """Reads the variables at every load, so a changed environment is picked up.
+
+    ``environ`` defaults to the process environment (read at load time, not copied).
+    """
 
     name = "env"
 
@@ -22,10 +25,14 @@ class EnvBackend:
         self._environ = environ
 
     def load(self) -> Credentials:
+        """The four variables, validated; a missing or empty one is named in the error."""
         environ = os.environ if self._environ is None else self._environ
-        missing = [var for var in VARIABLES.values() if not environ.get(var, "").strip()]
+        missing = {name: var for name, var in VARIABLES.items() if not environ.get(var, "").strip()}
         if missing:
-            raise CredentialsError(f"environment variable(s) not set: {', '.join(missing)}")
+            raise CredentialsError(
+                f"environment variable(s) not set: {', '.join(missing.values())}",
+                missing=missing,
+            )
         fields = {name: environ[var] for name, var in VARIABLES.items()}
         return validate(fields, "environment variables AMAZON_CREATORS_*")
 
@@ -35,4 +42,5 @@ class EnvBackend:
 
 @hookimpl
 def arda_amazon_credential_backends() -> dict[str, Callable[[Mapping[str, Any]], EnvBackend]]:
+    """Offer ``env``; it needs no configuration key of its own."""
     return {"env": lambda config: EnvBackend()}

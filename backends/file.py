@@ -1,0 +1,118 @@
+"""``file`` backend: a JSON file of the four fields (a developer laptop, a mounted secret).
+
+The file holds ``{"credential_id", "credential_secret", "version", "partner_tag"}`` and
+must be readable by its owner only — like ssh with a private key, a group- or
+world-readable file is refused (``chmod 600 <path>``). It is re-read at every load, so
+replacing it rotates the credentials without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from arda_amazon_bp import config
+from arda_amazon_bp.config import ConfigError
+from arda_amazon_bp.credentials import FIELDS, Credentials, CredentialsError, validate
+from arda_amazon_bp.hookspecs import hookimpl
+
+KEY = "AMAZON_CREDENTIALS_FILE"
+
+#: Permission bits that let anyone but the owner read, write or execute the file.
+_NOT_OWNER_ONLY = stat.S_IRWXG | stat.S_IRWXO
+
+
+class FileBackend:
+    """Reads and checks ``path`` at every load."""
+
+    name = "file"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+
+    def load(self) -> Credentials:
+        """The file's four fields, validated, or a :class:`CredentialsError` saying what to fix."""
+        path = self.path
+        try:
+            # Open first, then check the open file: no window for a swap between the two.
+            with path.open("rb") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                if not stat.S_ISREG(mode):
+                    raise CredentialsError(f"credentials file {path} is not a regular file")
+                if mode & _NOT_OWNER_ONLY:
+                    raise CredentialsError(
+                        f"credentials file {path} is accessible by group or others "
+                        f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+                    )
+                raw = handle.read()
+        except FileNotFoundError:
+            raise CredentialsError(
+                f"credentials file {path} does not exist (set {KEY} to the JSON file holding "
+                f"{', '.join(FIELDS)})",
+                missing=FIELDS,
+            ) from None
+        except IsADirectoryError:
+            raise CredentialsError(f"credentials file {path} is a directory") from None
+        except PermissionError:
+            raise CredentialsError(
+                f"credentials file {path} cannot be read by this process (user id {os.getuid()})"
+            ) from None
+        except OSError as exc:
+            raise CredentialsError(
+                f"credentials file {path} cannot be read: {exc.strerror or type(exc).__name__}"
+            ) from None
+        data = _parse(raw)
+        if data is _INVALID:
+            # No parser detail: a JSON error quotes the text around the fault (the secret).
+            raise CredentialsError(
+                f"credentials file {path} is not valid UTF-8 JSON", missing=FIELDS
+            )
+        if not isinstance(data, dict):
+            raise CredentialsError(
+                f"credentials file {path} must hold a JSON object with {', '.join(FIELDS)}; "
+                f"found a JSON {_json_type(data)}",
+                missing=FIELDS,
+            )
+        return validate(data, f"credentials file {path}")
+
+    def __repr__(self) -> str:
+        return f"FileBackend(path={str(self.path)!r})"
+
+
+_INVALID = object()
+
+
+def _parse(raw: bytes) -> Any:
+    """The JSON value, or ``_INVALID`` (``None`` is JSON's null)."""
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+        return _INVALID
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def from_config(app_config: Mapping[str, Any]) -> FileBackend:
+    """A backend for ``AMAZON_CREDENTIALS_FILE``; raises ``ConfigError`` when it is unset."""
+    path = config.read(app_config, KEY)
+    if path is None or (isinstance(path, str) and not path.strip()):
+        raise ConfigError(
+            f"{KEY} must be set to the path of the credentials JSON file when "
+            "AMAZON_CREDENTIALS_BACKEND is 'file'"
+        )
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"{KEY} must be a path, got {type(path).__name__}")
+    return FileBackend(os.fspath(path).strip() if isinstance(path, str) else path)
+
+
+@hookimpl
+def arda_amazon_credential_backends() -> dict[str, Callable[[Mapping[str, Any]], FileBackend]]:
+    """Offer ``file``."""
+    return {"file": from_config}
