@@ -620,7 +620,7 @@ class CreatorsClient:
                 raise invalid("an item has no asin")
             asin = asin.strip().upper()
             if asin not in requested:
-                logger.warning("amazon getItems returned unrequested ASIN %s; ignored", asin[:16])
+                logger.warning("amazon getItems returned unrequested ASIN %r; ignored", asin[:16])
                 continue
             items.setdefault(asin, raw)
         errors = self._item_errors(call, entries or [], asins, items)
