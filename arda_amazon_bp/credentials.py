@@ -48,14 +48,15 @@ class CredentialsError(Exception):
 
     The message names what to fix (a variable, a file, a vault, a field label) and never
     contains a secret or a token. ``missing`` lists the credential fields (Python names,
-    see :data:`FIELDS`) the backend could not find, so ``flask amazon check-credentials``
-    can say which were found.
+    see :data:`FIELDS`) the backend could not find — ``()`` when all four were read but
+    one is malformed, ``None`` when the fields could not be read at all — so
+    ``flask amazon check-credentials`` can say which were found.
     """
 
-    def __init__(self, message: str, *, missing: Iterable[str] = ()) -> None:
+    def __init__(self, message: str, *, missing: Iterable[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.missing: tuple[str, ...] = tuple(missing)
+        self.missing: tuple[str, ...] | None = None if missing is None else tuple(missing)
 
     def __repr__(self) -> str:
         return f"CredentialsError({self.message!r})"
@@ -134,17 +135,20 @@ def validate(fields: Mapping[str, object], source: str) -> Credentials:
         if _BAD_CHARS.search(clean[name]):
             raise CredentialsError(
                 f"{name} from {source} contains whitespace or control characters "
-                "(a paste accident?); store it as one unbroken line"
+                "(a paste accident?); store it as one unbroken line",
+                missing=(),
             )
     if clean["version"] not in VERSIONS:
         raise CredentialsError(
             f"credential version {clean['version']!r} from {source} is not one of "
-            f"{', '.join(sorted(VERSIONS))}"
+            f"{', '.join(sorted(VERSIONS))}",
+            missing=(),
         )
     if not _PARTNER_TAG.match(clean["partner_tag"]):
         raise CredentialsError(
             f"partner tag {clean['partner_tag']!r} from {source} is not shaped like an "
-            "Associates tracking id (e.g. 'mystore-20')"
+            "Associates tracking id (e.g. 'mystore-20')",
+            missing=(),
         )
     return Credentials(**clean)
 

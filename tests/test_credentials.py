@@ -68,8 +68,9 @@ def test_validate_names_a_missing_or_empty_field(field: str, value: object) -> N
 @pytest.mark.parametrize("version", ["1.0", "2.4", "3", "v3.1", "2.10"])
 def test_validate_refuses_unknown_versions(version: str) -> None:
     expected = re.escape("not one of 2.1, 2.2, 2.3, 3.1, 3.2, 3.3")
-    with pytest.raises(CredentialsError, match=expected):
+    with pytest.raises(CredentialsError, match=expected) as info:
         validate({**KNOWN_FIELDS, "version": version}, "test")
+    assert info.value.missing == ()  # all four were read; one is malformed
 
 
 @pytest.mark.parametrize(
@@ -314,6 +315,11 @@ def test_other_callers_keep_the_expiring_set_while_a_refresh_runs() -> None:
     refresher.join()
     assert provider.get().credential_secret == ROTATED_SECRET
     assert backend.calls == 2
+
+
+def test_an_error_without_field_information_says_unknown() -> None:
+    assert CredentialsError("op is not installed").missing is None
+    assert CredentialsError("x", missing=["version"]).missing == ("version",)
 
 
 def test_an_unexpected_backend_exception_becomes_a_safe_credentials_error(
