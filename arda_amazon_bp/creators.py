@@ -89,16 +89,18 @@ _PARTNER_TAG_CODES = frozenset({"invalidpartnertag", "invalidassociate"})
 _NOT_ELIGIBLE_CODES = frozenset({"associatenoteligible"})
 _NOT_FOUND_CODES = frozenset({"itemnotaccessible", "itemnotfound", "noresults"})
 
-#: Our own words for per-item codes; callers see these, never Amazon's message.
+#: Our own words for per-item codes (``{asin}`` filled in); callers see these, never
+#: Amazon's message.
 _ITEM_MESSAGES: dict[str, str] = {
-    "itemnotaccessible": "Amazon reports that this item is not available through the Creators API.",
-    "itemnotfound": "Amazon does not know this ASIN in this marketplace.",
-    "noresults": "Amazon does not know this ASIN in this marketplace.",
-    "invalidparametervalue": "Amazon did not accept this ASIN.",
-    "fieldvalidationfailed": "Amazon did not accept this ASIN.",
-    "itemnotreturned": "Amazon returned no data for this item.",
+    "itemnotaccessible": "Amazon reports that item {asin} is not available through the "
+    "Creators API.",
+    "itemnotfound": "Amazon does not know ASIN {asin} in this marketplace.",
+    "noresults": "Amazon does not know ASIN {asin} in this marketplace.",
+    "invalidparametervalue": "Amazon did not accept ASIN {asin}.",
+    "fieldvalidationfailed": "Amazon did not accept ASIN {asin}.",
+    "itemnotreturned": "Amazon returned no data for item {asin}.",
 }
-_ITEM_DEFAULT_MESSAGE = "Amazon could not return data for this item."
+_ITEM_DEFAULT_MESSAGE = "Amazon could not return data for item {asin}."
 ITEM_NOT_RETURNED = "ItemNotReturned"
 
 _T = TypeVar("_T")
@@ -630,27 +632,26 @@ class CreatorsClient:
         self, call: _Call, entries: list[Any], asins: list[str], items: Mapping[str, Any]
     ) -> dict[str, ItemError]:
         errors: dict[str, ItemError] = {}
-        unmapped: list[ItemError] = []
+        unmapped: list[str | None] = []  # codes of errors naming no requested ASIN
         for entry in entries:
             if not isinstance(entry, dict):
                 continue
             code, message = _error_fields(entry)
-            error = _item_error(code)
             asin = _asin_of(entry, message, asins)
             logger.debug(
-                "amazon getItems item error asin=%s code=%s message=%r",
+                "amazon getItems item error asin=%s code=%r message=%r",
                 asin,
-                error.code,
+                call.loggable(code),
                 call.loggable(message),
             )
             if asin is None:
-                unmapped.append(error)
+                unmapped.append(code)
             elif asin not in items:
-                errors.setdefault(asin, error)
-        fallback = unmapped[0] if unmapped else _item_error(ITEM_NOT_RETURNED)
+                errors.setdefault(asin, _item_error(code, asin))
+        fallback = unmapped[0] if unmapped else ITEM_NOT_RETURNED
         for asin in asins:
             if asin not in items and asin not in errors:
-                errors[asin] = fallback
+                errors[asin] = _item_error(fallback, asin)
         return errors
 
     # --- one HTTP exchange ------------------------------------------------------------
@@ -926,9 +927,10 @@ def _error_fields(payload: Any) -> tuple[str | None, str | None]:
     return code, message
 
 
-def _item_error(code: str | None) -> ItemError:
+def _item_error(code: str | None, asin: str) -> ItemError:
     safe = code if code and _CODE.match(code) else "Unknown"
-    return ItemError(safe, _ITEM_MESSAGES.get(safe.lower(), _ITEM_DEFAULT_MESSAGE))
+    template = _ITEM_MESSAGES.get(safe.lower(), _ITEM_DEFAULT_MESSAGE)
+    return ItemError(safe, template.format(asin=asin))
 
 
 def _asin_of(entry: Mapping[str, Any], message: str | None, asins: Sequence[str]) -> str | None:

@@ -722,8 +722,11 @@ def test_per_item_errors_map_to_asins(world: World) -> None:
     result = world.get(A1, A2, A3)
     assert list(result.items) == [A1]
     assert result.errors == {
-        A2: ItemError("ItemNotAccessible", creators._ITEM_MESSAGES["itemnotaccessible"]),
-        A3: ItemError("InvalidParameterValue", "Amazon did not accept this ASIN."),
+        A2: ItemError(
+            "ItemNotAccessible",
+            f"Amazon reports that item {A2} is not available through the Creators API.",
+        ),
+        A3: ItemError("InvalidParameterValue", f"Amazon did not accept ASIN {A3}."),
     }
     # our words, never Amazon's
     assert not any("is not accessible through" in e.message for e in result.errors.values())
@@ -741,13 +744,14 @@ def test_unmapped_error_applies_to_the_asins_without_data(world: World) -> None:
     result = world.get(A1, A2, A3)
     assert set(result.errors) == {A2, A3}
     assert {e.code for e in result.errors.values()} == {"ItemNotAccessible"}
+    assert all(asin in error.message for asin, error in result.errors.items())
 
 
 def test_asin_without_item_or_error_gets_item_not_returned(world: World) -> None:
     world.items({"json": items_body(A1)})
     result = world.get(A1, A2)
     assert result.errors == {
-        A2: ItemError("ItemNotReturned", "Amazon returned no data for this item.")
+        A2: ItemError("ItemNotReturned", f"Amazon returned no data for item {A2}.")
     }
 
 
@@ -760,7 +764,9 @@ def test_error_for_an_asin_that_has_data_is_ignored(world: World) -> None:
 
 def test_odd_error_codes_are_sanitized(world: World) -> None:
     world.items({"json": {"errors": [{"code": "<script>alert(1)</script>", "itemId": A1}]}})
-    assert world.get(A1).errors[A1] == ItemError("Unknown", creators._ITEM_DEFAULT_MESSAGE)
+    assert world.get(A1).errors[A1] == ItemError(
+        "Unknown", f"Amazon could not return data for item {A1}."
+    )
 
 
 def test_items_we_did_not_ask_for_are_ignored_and_logged(
