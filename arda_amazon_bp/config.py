@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "AMAZON_IMPORT_URL_PREFIX": "/api/amazon",
     "AMAZON_BATCH_MAX_URLS": 50,
     "AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS": 600,
+    "AMAZON_SMOKE_ASIN": None,  # None -> cli.DEFAULT_SMOKE_ASIN
 }
 
 #: Amazon's terms limit how long product data may be kept.

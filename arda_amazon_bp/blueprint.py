@@ -1,0 +1,234 @@
+"""The flask-smorest Blueprint: authentication, the import routes, the error envelope.
+
+Views stay thin: parse the link, ask :mod:`lookup`, shape the answer. Error handlers are
+registered on this blueprint only, so the host's own error format stays untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import current_app, g, request
+from flask.typing import ResponseReturnValue
+from flask_smorest import Blueprint
+from werkzeug.exceptions import HTTPException
+
+from . import products
+from .errors import AmazonImportError, ErrorCode
+from .links import parse_product_link
+from .logs import bind_request_id, new_request_id, unbind_request_id
+from .schemas import (
+    AmazonImportBatchRequestSchema,
+    AmazonImportBatchResponseSchema,
+    AmazonImportErrorSchema,
+    AmazonImportProductSchema,
+    AmazonImportRequestSchema,
+)
+
+logger = logging.getLogger(__name__)
+
+BLUEPRINT_NAME = "amazon_import"
+
+_ERROR_DOCS: dict[int, str] = {
+    400: "INVALID_REQUEST: body not JSON, not an object, bad or unknown fields",
+    401: "AUTHENTICATION_REQUIRED (WWW-Authenticate is set)",
+    413: "INVALID_REQUEST: body larger than MAX_CONTENT_LENGTH",
+    422: "UNRECOGNIZED_AMAZON_URL, UNSUPPORTED_SHORT_LINK or UNSUPPORTED_AMAZON_LOCALE",
+    429: "AMAZON_RATE_LIMITED: quota exhausted (Retry-After is set)",
+    500: "INTERNAL_ERROR (details.requestId names the log lines)",
+    502: "AMAZON_UPSTREAM_UNAVAILABLE (details.reason says why)",
+}
+_BATCH_ERROR_STATUSES = (400, 401, 413, 500)
+
+
+def _state() -> Any:
+    return current_app.extensions["arda_amazon_bp"]
+
+
+def _rate_limit_headers() -> dict[str, str]:
+    """IETF draft ``RateLimit-*`` headers for the daily quota; empty if unknown."""
+    state = _state()
+    try:
+        key = state.credentials.get().quota_key
+        window = state.quota.daily(key)
+    except Exception:  # headers are advisory; never fail an import over them
+        return {}
+    return {
+        "RateLimit-Limit": str(window.amount),
+        "RateLimit-Remaining": str(max(0, window.remaining)),
+        "RateLimit-Reset": str(max(0, int(window.reset_at - time.time() + 0.999))),
+    }
+
+
+def _error_response(error: AmazonImportError) -> ResponseReturnValue:
+    body = error.to_dict()
+    body["error"]["details"].setdefault("requestId", g.get("amazon_request_id"))
+    headers = dict(error.headers)
+    if error.code is ErrorCode.AUTHENTICATION_REQUIRED:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return body, error.status, headers
+
+
+def _authenticate() -> None:
+    state = _state()
+    principal = state.plugin_manager.hook.arda_amazon_authenticate(request=request)
+    if principal is None and not state.settings.auth_disabled:
+        raise AmazonImportError(
+            ErrorCode.AUTHENTICATION_REQUIRED, "Sign in to import products from Amazon."
+        )
+    g.amazon_principal = principal
+
+
+def _import_one(url: str) -> tuple[dict[str, Any], int]:
+    ref = parse_product_link(url)
+    product = _state().lookup.lookup(ref)
+    return product, products.product_status(product)
+
+
+def make_blueprint(url_prefix: str) -> Blueprint:
+    """A fresh blueprint per app, so each app may choose its own prefix."""
+    blp = Blueprint(
+        BLUEPRINT_NAME,
+        __name__,
+        url_prefix=url_prefix,
+        description="Import products from a pasted Amazon link (Creators API).",
+    )
+
+    @blp.before_request
+    def _begin() -> None:
+        g.amazon_request_id = new_request_id(request.headers.get("X-Request-ID"))
+        g.amazon_log_token = bind_request_id(g.amazon_request_id)
+        _authenticate()
+
+    @blp.after_request
+    def _end(response: Any) -> Any:
+        response.headers.setdefault("X-Request-ID", g.get("amazon_request_id", ""))
+        return response
+
+    @blp.teardown_request
+    def _unbind(_: BaseException | None) -> None:
+        token = g.pop("amazon_log_token", None)
+        if token is not None:
+            unbind_request_id(token)
+
+    @blp.errorhandler(AmazonImportError)
+    def _typed(error: AmazonImportError) -> ResponseReturnValue:
+        log = logger.warning if error.status >= 500 else logger.info
+        log(
+            "amazon import refused code=%s status=%s details=%s",
+            error.code.value,
+            error.status,
+            error.details,
+        )
+        return _error_response(error)
+
+    @blp.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> ResponseReturnValue:
+        # webargs/flask-smorest abort 422 (or 400 for bad JSON) on invalid bodies; the
+        # contract says INVALID_REQUEST 400, and 413 for bodies over MAX_CONTENT_LENGTH.
+        status = 413 if error.code == 413 else 400
+        fields = getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
+        message = (
+            "The request body is too large."
+            if status == 413
+            else 'Send a JSON object like {"url": "<Amazon product link>"}.'
+        )
+        details: dict[str, Any] = {}
+        if fields:
+            details["fields"] = _plain(fields)
+        return _error_response(
+            AmazonImportError(ErrorCode.INVALID_REQUEST, message, details, status=status)
+        )
+
+    @blp.errorhandler(Exception)
+    def _unexpected(error: Exception) -> ResponseReturnValue:
+        request_id = g.get("amazon_request_id")
+        logger.error("amazon import failed unexpectedly request_id=%s", request_id, exc_info=error)
+        return _error_response(
+            AmazonImportError(
+                ErrorCode.INTERNAL_ERROR,
+                "Something went wrong on our side; quote the request id when reporting it.",
+            )
+        )
+
+    def documents_errors(statuses: tuple[int, ...]) -> Any:
+        """Stack one ``alt_response`` per error status (they feed the OpenAPI doc)."""
+
+        def decorate(view: Any) -> Any:
+            for status in statuses:
+                view = blp.alt_response(
+                    status, schema=AmazonImportErrorSchema, description=_ERROR_DOCS[status]
+                )(view)
+            return view
+
+        return decorate
+
+    @blp.route("/import", methods=["POST"])
+    @documents_errors(tuple(_ERROR_DOCS))
+    @blp.arguments(AmazonImportRequestSchema, error_status_code=400)
+    @blp.response(200, AmazonImportProductSchema, description="Every core field present")
+    @blp.alt_response(
+        206,
+        schema=AmazonImportProductSchema,
+        description="A core field (title, imageUrl, price) is null; see missingFields/notices",
+    )
+    def import_product(args: dict[str, Any]) -> ResponseReturnValue:
+        """Import one product from a pasted Amazon link."""
+        product, status = _import_one(args["url"])
+        return product, status, _rate_limit_headers()
+
+    @blp.route("/import/batch", methods=["POST"])
+    @documents_errors(_BATCH_ERROR_STATUSES)
+    @blp.arguments(AmazonImportBatchRequestSchema, error_status_code=400)
+    @blp.response(200, AmazonImportBatchResponseSchema, description="One result per link, in order")
+    def import_batch(args: dict[str, Any]) -> ResponseReturnValue:
+        """Import up to AMAZON_BATCH_MAX_URLS links; each result has its own status."""
+        state = _state()
+        urls: list[str] = args["urls"]
+        if len(urls) > state.settings.batch_max_urls:
+            raise AmazonImportError(
+                ErrorCode.INVALID_REQUEST,
+                f"Send at most {state.settings.batch_max_urls} links per batch.",
+                {"fields": {"urls": [f"Longer than {state.settings.batch_max_urls}."]}},
+            )
+        parsed: list[Any] = []
+        for url in urls:
+            try:
+                parsed.append(parse_product_link(url))
+            except AmazonImportError as exc:
+                parsed.append(exc)
+        refs = [p for p in parsed if not isinstance(p, AmazonImportError)]
+        looked_up = iter(state.lookup.lookup_many(refs))
+        results = []
+        for url, item in zip(urls, parsed, strict=True):
+            outcome = item if isinstance(item, AmazonImportError) else next(looked_up)
+            if isinstance(outcome, AmazonImportError):
+                results.append(
+                    {
+                        "url": url,
+                        "status": outcome.status,
+                        "product": None,
+                        "error": outcome.to_dict()["error"],
+                    }
+                )
+            else:
+                results.append(
+                    {
+                        "url": url,
+                        "status": products.product_status(outcome),
+                        "product": outcome,
+                        "error": None,
+                    }
+                )
+        return {"results": results}, 200, _rate_limit_headers()
+
+    return blp
+
+
+def _plain(messages: Any) -> Any:
+    """webargs nests messages under the location ("json"); callers care about fields."""
+    if isinstance(messages, dict) and set(messages) == {"json"}:
+        messages = messages["json"]
+    return messages

@@ -1,0 +1,418 @@
+"""Product lookups within Amazon's quota: cache, single-flight and coalescing.
+
+A naive client spends one upstream call per import. Here:
+
+* a **cache** hit (keyed by marketplace and ASIN) costs no call and no quota;
+* concurrent imports of one ASIN share one upstream lookup (**single-flight**);
+* misses wait in a per-marketplace FIFO; whenever a quota slot frees, one ``getItems``
+  call carries every waiting ASIN, up to 10 (**coalescing**). A lone request goes out at
+  once: nothing waits for company.
+
+One dispatcher thread per marketplace and process takes slots and forms batches; the
+HTTP calls themselves run on a small pool, so a slow answer never holds the next slot
+back when the configured rate allows more than one call in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from . import products
+from .cache import ProductCache
+from .config import Settings
+from .creators import CreatorsClient, GetItemsResult
+from .credentials import CredentialProvider, Credentials, CredentialsError
+from .errors import AmazonImportError, ErrorCode, UpstreamReason, upstream_unavailable
+from .links import ProductRef
+from .logs import bind_request_ids, current_request_id
+from .quota import Quota
+
+logger = logging.getLogger(__name__)
+
+#: Amazon's ceiling on itemIds per getItems call.
+MAX_ITEMS_PER_CALL = 10
+#: Concurrent getItems calls per process; the quota, not this, sets the pace.
+MAX_CALLS_IN_FLIGHT = 4
+
+
+@dataclass
+class _Waiter:
+    asin: str
+    future: Future[dict[str, Any]]
+    deadline: float  # monotonic time after which it is answered 429 rather than kept waiting
+    request_ids: list[str] = field(default_factory=list)
+
+
+class _Dispatcher:
+    """FIFO of ASINs waiting for one marketplace, drained by one thread per process."""
+
+    def __init__(self, lookup: ProductLookup, marketplace: str) -> None:
+        self._lookup = lookup
+        self._marketplace = marketplace
+        self._cond = threading.Condition()
+        self._pending: OrderedDict[str, _Waiter] = OrderedDict()
+        self._in_flight: dict[str, Future[dict[str, Any]]] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=MAX_CALLS_IN_FLIGHT, thread_name_prefix=f"arda-amazon-{marketplace}"
+        )
+        self._thread = threading.Thread(
+            target=self._run, name=f"arda-amazon-dispatch-{marketplace}", daemon=True
+        )
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, asins: Iterable[str], max_wait: float) -> dict[str, Future[dict[str, Any]]]:
+        """A future per ASIN; an ASIN already waiting or in flight shares its future."""
+        deadline = time.monotonic() + max_wait
+        request_id = current_request_id()
+        futures: dict[str, Future[dict[str, Any]]] = {}
+        with self._cond:
+            new = [a for a in asins if not self._join(a, deadline, request_id, futures)]
+        if new:
+            # A lookup may have finished between the caller's cache miss and now. Results
+            # are cached before they leave ``_in_flight``, so a second look closes the gap.
+            for asin, record in self._lookup.cached(self._marketplace, new).items():
+                done: Future[dict[str, Any]] = Future()
+                done.set_result(record)
+                futures[asin] = done
+        with self._cond:
+            for asin in new:
+                if asin in futures or self._join(asin, deadline, request_id, futures):
+                    continue
+                waiter = _Waiter(asin, Future(), deadline)
+                self._pending[asin] = waiter
+                if request_id:
+                    waiter.request_ids.append(request_id)
+                futures[asin] = waiter.future
+            self._cond.notify_all()
+        return futures
+
+    def _join(
+        self,
+        asin: str,
+        deadline: float,
+        request_id: str | None,
+        futures: dict[str, Future[dict[str, Any]]],
+    ) -> bool:
+        """Share the future of an ASIN already waiting or in flight (lock held)."""
+        if asin in self._in_flight:
+            futures[asin] = self._in_flight[asin]
+            return True
+        waiter = self._pending.get(asin)
+        if waiter is None:
+            return False
+        # A later request must not be refused earlier than it asked for.
+        waiter.deadline = max(waiter.deadline, deadline)
+        if request_id:
+            waiter.request_ids.append(request_id)
+        futures[asin] = waiter.future
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                oldest = next(iter(self._pending.values()))
+            try:
+                self._dispatch_one(oldest)
+            except Exception:  # the dispatcher must outlive any bug in one batch
+                logger.exception("amazon lookup dispatcher failed; failing its batch")
+
+    def _dispatch_one(self, oldest: _Waiter) -> None:
+        try:
+            credentials = self._lookup.credentials.get()
+        except CredentialsError as exc:
+            self._fail(self._take(len(self._pending)), _credentials_error(exc))
+            return
+        budget = max(0.0, oldest.deadline - time.monotonic())
+        try:
+            self._lookup.quota.acquire(credentials.quota_key, max_wait=budget)
+        except AmazonImportError as exc:
+            # Those whose wait is used up are answered; later arrivals keep their place.
+            # A spent daily quota will not free up within anyone's wait: answer everyone.
+            everyone = exc.details.get("limit") not in (None, "second", "penalty")
+            now = time.monotonic()
+            with self._cond:
+                expired = [
+                    a for a, w in self._pending.items() if everyone or w.deadline <= now + 0.01
+                ] or [oldest.asin]
+                waiters = [self._pending.pop(a) for a in expired if a in self._pending]
+            self._fail(waiters, exc)
+            return
+        batch = self._take(MAX_ITEMS_PER_CALL)
+        if not batch:  # every waiter was answered meanwhile (cannot happen today; be safe)
+            return
+        with self._cond:
+            for waiter in batch:
+                self._in_flight[waiter.asin] = waiter.future
+        self._pool.submit(self._call, credentials, batch)
+
+    def _take(self, limit: int) -> list[_Waiter]:
+        with self._cond:
+            asins = list(self._pending)[:limit]
+            return [self._pending.pop(asin) for asin in asins]
+
+    def _call(self, credentials: Credentials, batch: list[_Waiter]) -> None:
+        asins = [w.asin for w in batch]
+        request_ids = sorted({rid for w in batch for rid in w.request_ids})
+        first_attempt = True
+
+        def before_call(used: Credentials) -> None:
+            # The slot for the first attempt was taken before the batch was formed;
+            # a retry (after a refreshed token) is another arrival at Amazon.
+            nonlocal first_attempt
+            if first_attempt:
+                first_attempt = False
+                return
+            self._lookup.quota.acquire(
+                used.quota_key, max_wait=self._lookup.settings.max_wait_seconds
+            )
+
+        try:
+            with bind_request_ids(request_ids):
+                result = self._lookup.client.get_items(
+                    self._marketplace, asins, before_call=before_call
+                )
+                outcome = self._lookup.store(self._marketplace, asins, result)
+        except AmazonImportError as exc:
+            if exc.code is ErrorCode.AMAZON_RATE_LIMITED and exc.details.get("source") == "amazon":
+                self._lookup.quota.penalize(
+                    credentials.quota_key, float(exc.details.get("retryAfter", 1))
+                )
+            self._finish(batch, error=exc)
+        except Exception as exc:  # a bug must still answer every waiter
+            logger.exception("amazon lookup failed unexpectedly for %d ASIN(s)", len(asins))
+            self._finish(batch, error=exc)
+        else:
+            self._finish(batch, results=outcome)
+
+    def _finish(
+        self,
+        batch: list[_Waiter],
+        *,
+        results: dict[str, dict[str, Any]] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        with self._cond:
+            for waiter in batch:
+                self._in_flight.pop(waiter.asin, None)
+        for waiter in batch:
+            if results is not None:
+                waiter.future.set_result(results[waiter.asin])
+            elif error is not None:
+                waiter.future.set_exception(error)
+
+    @staticmethod
+    def _fail(waiters: Sequence[_Waiter], error: BaseException) -> None:
+        for waiter in waiters:
+            waiter.future.set_exception(error)
+
+
+def _credentials_error(exc: CredentialsError) -> AmazonImportError:
+    return upstream_unavailable(
+        UpstreamReason.CREDENTIALS_UNAVAILABLE,
+        "Amazon credentials could not be loaded; an operator has to fix the credential backend.",
+    )
+
+
+class ProductLookup:
+    """Turns product references into product records (or typed errors) within quota."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: CreatorsClient,
+        quota: Quota,
+        cache: ProductCache,
+        credentials: CredentialProvider,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.quota = quota
+        self.cache = cache
+        self.credentials = credentials
+        self._now = now
+        self._lock = threading.Lock()
+        self._dispatchers: dict[str, _Dispatcher] = {}
+        self._pid = os.getpid()
+
+    # -- public -------------------------------------------------------------------
+
+    def lookup(self, ref: ProductRef) -> dict[str, Any]:
+        """One product record, or raise :class:`AmazonImportError`."""
+        result = self.lookup_many([ref])[0]
+        if isinstance(result, AmazonImportError):
+            raise result
+        return result
+
+    def lookup_many(self, refs: Sequence[ProductRef]) -> list[dict[str, Any] | AmazonImportError]:
+        """A record or an error per reference, in input order; duplicates looked up once."""
+        results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
+        wanted: list[ProductRef] = []
+        for ref in dict.fromkeys(refs):
+            if ref.marketplace != self.settings.marketplace:
+                results[ref] = _unsupported_locale(ref, self.settings.marketplace)
+            else:
+                wanted.append(ref)
+        if wanted:
+            results.update(self._resolve(wanted))
+        return [results[ref] for ref in refs]
+
+    def close(self) -> None:
+        with self._lock:
+            dispatchers, self._dispatchers = list(self._dispatchers.values()), {}
+        for dispatcher in dispatchers:
+            dispatcher.close()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _resolve(
+        self, refs: list[ProductRef]
+    ) -> dict[ProductRef, dict[str, Any] | AmazonImportError]:
+        results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
+        hits = self._cache_get(refs)
+        misses = [ref for ref in refs if _cache_key(ref) not in hits]
+        for ref in refs:
+            if _cache_key(ref) in hits:
+                results[ref] = self._with_current_tag(hits[_cache_key(ref)])
+        by_marketplace: dict[str, list[ProductRef]] = {}
+        for ref in misses:
+            by_marketplace.setdefault(ref.marketplace, []).append(ref)
+        futures: dict[ProductRef, Future[dict[str, Any]]] = {}
+        for marketplace, group in by_marketplace.items():
+            submitted = self._dispatcher(marketplace).submit(
+                [ref.asin for ref in group], self.settings.max_wait_seconds
+            )
+            futures.update({ref: submitted[ref.asin] for ref in group})
+        connect, read = self.settings.http_timeout
+        # Slot wait, then up to a token call and two getItems attempts (401 retry).
+        bound = self.settings.max_wait_seconds * 2 + 3 * (connect + read) + 1
+        deadline = time.monotonic() + bound
+        for ref, future in futures.items():
+            try:
+                results[ref] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except AmazonImportError as exc:
+                results[ref] = exc
+            except FutureTimeout:
+                results[ref] = upstream_unavailable(
+                    UpstreamReason.TIMEOUT, "Amazon did not answer in time."
+                )
+            except Exception as exc:  # surfaced as INTERNAL_ERROR by the blueprint
+                internal = AmazonImportError(
+                    ErrorCode.INTERNAL_ERROR, "Unexpected error while looking the product up."
+                )
+                internal.__cause__ = exc
+                results[ref] = internal
+        return results
+
+    def _dispatcher(self, marketplace: str) -> _Dispatcher:
+        with self._lock:
+            if self._pid != os.getpid():  # forked (gunicorn): threads did not survive
+                self._dispatchers, self._pid = {}, os.getpid()
+            dispatcher = self._dispatchers.get(marketplace)
+            if dispatcher is None:
+                dispatcher = self._dispatchers[marketplace] = _Dispatcher(self, marketplace)
+            return dispatcher
+
+    def cached(self, marketplace: str, asins: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Cached records of ``asins`` by ASIN (misses left out)."""
+        refs = [ProductRef(marketplace, asin) for asin in asins]
+        hits = self._cache_get(refs)
+        return {
+            ref.asin: self._with_current_tag(hits[_cache_key(ref)])
+            for ref in refs
+            if _cache_key(ref) in hits
+        }
+
+    def _cache_get(self, refs: Sequence[ProductRef]) -> dict[str, dict[str, Any]]:
+        if self.settings.cache_ttl_seconds <= 0:
+            return {}
+        try:
+            return self.cache.get_many([_cache_key(ref) for ref in refs])
+        except Exception:  # a cache must never turn into an error
+            logger.warning("amazon product cache read failed; treating as miss", exc_info=True)
+            return {}
+
+    def _with_current_tag(self, product: dict[str, Any]) -> dict[str, Any]:
+        # The partner tag may have rotated since the record was cached.
+        try:
+            tag = self.credentials.get().partner_tag
+        except CredentialsError:
+            return product
+        product["detailPageUrl"] = products.detail_page_url(
+            product["marketplace"], product["asin"], tag
+        )
+        return product
+
+    def store(
+        self, marketplace: str, asins: Sequence[str], result: GetItemsResult
+    ) -> dict[str, dict[str, Any]]:
+        """Records for ``asins`` from one getItems answer, written to the cache."""
+        retrieved_at = self._now()
+        tag = result.credentials.partner_tag
+        records: dict[str, dict[str, Any]] = {}
+        for asin in asins:
+            item = result.items.get(asin)
+            if item is not None:
+                record = products.to_product(
+                    item, marketplace=marketplace, partner_tag=tag, retrieved_at=retrieved_at
+                )
+                ttl = self.settings.cache_ttl_seconds
+            else:
+                error = result.errors.get(asin)
+                notice = (
+                    {"code": error.code, "message": error.message}
+                    if error is not None
+                    else {
+                        "code": "ItemNotReturned",
+                        "message": "Amazon returned no data for this item.",
+                    }
+                )
+                record = products.unavailable_product(
+                    asin,
+                    marketplace=marketplace,
+                    partner_tag=tag,
+                    retrieved_at=retrieved_at,
+                    notice=notice,
+                )
+                ttl = min(self.settings.negative_cache_ttl_seconds, self.settings.cache_ttl_seconds)
+            records[asin] = record
+            if ttl > 0:
+                try:
+                    self.cache.set(_cache_key(ProductRef(marketplace, asin)), record, ttl)
+                except Exception:
+                    logger.warning("amazon product cache write failed", exc_info=True)
+        return records
+
+
+def _cache_key(ref: ProductRef) -> str:
+    return f"{ref.marketplace}:{ref.asin}"
+
+
+def _unsupported_locale(ref: ProductRef, served: str) -> AmazonImportError:
+    return AmazonImportError(
+        ErrorCode.UNSUPPORTED_AMAZON_LOCALE,
+        f"This link is for {ref.marketplace}; imports are configured for {served} only.",
+        {"marketplace": ref.marketplace, "supportedMarketplaces": [served]},
+    )
