@@ -1,0 +1,218 @@
+"""Cache, single-flight and coalescing: counted in upstream getItems calls."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fixtures_app import USER_TOKEN, make_item, post_import
+from flask import Flask
+
+from arda_amazon_bp.errors import AmazonImportError, ErrorCode
+from arda_amazon_bp.links import ProductRef
+
+US = "www.amazon.com"
+
+
+def asin(n: int) -> str:
+    return f"B0LOOKUP{n:02d}"
+
+
+def import_concurrently(app: Flask, urls: list[str]) -> list[Any]:
+    """POST each link from its own thread, all released at once; responses in order."""
+    barrier = threading.Barrier(len(urls))
+    responses: list[Any] = [None] * len(urls)
+
+    def worker(i: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        responses[i] = post_import(
+            client, {"url": urls[i]}, headers={"Authorization": f"Bearer {USER_TOKEN}"}
+        )
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(urls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return responses
+
+
+@pytest.fixture
+def one_per_second(make_app: Callable[..., Flask]) -> Flask:
+    """Amazon's real per-second pace (no margin, to keep the test short)."""
+    return make_app(AMAZON_RATE_LIMITS="1/second", AMAZON_MAX_WAIT_SECONDS=10)
+
+
+def test_25_concurrent_distinct_imports_take_at_most_4_calls(one_per_second, amazon):
+    amazon.add(*(make_item(asin(n)) for n in range(25)))
+    responses = import_concurrently(
+        one_per_second, [f"https://www.amazon.com/dp/{asin(n)}" for n in range(25)]
+    )
+    assert [r.status_code for r in responses] == [200] * 25
+    assert [r.get_json()["asin"] for r in responses] == [asin(n) for n in range(25)]
+    sizes = [len(call["itemIds"]) for call in amazon.get_items_calls]
+    assert len(sizes) <= 4, sizes
+    assert max(sizes) == 10 and sum(sizes) == 25
+
+
+def test_25_concurrent_imports_of_one_asin_take_one_call(one_per_second, amazon):
+    amazon.add(make_item(asin(1)))
+    responses = import_concurrently(one_per_second, [f"https://amazon.com/dp/{asin(1)}"] * 25)
+    assert {r.status_code for r in responses} == {200}
+    assert len(amazon.get_items_calls) == 1
+    assert amazon.get_items_calls[0]["itemIds"] == [asin(1)]
+
+
+def test_repeated_import_within_ttl_costs_no_call(client, amazon):
+    amazon.add(make_item(asin(1)))
+    first = post_import(client, {"url": f"https://www.amazon.com/dp/{asin(1)}"})
+    second = post_import(client, {"url": f"https://www.amazon.com/gp/product/{asin(1)}"})
+    assert first.status_code == second.status_code == 200
+    assert second.get_json() == first.get_json()
+    assert len(amazon.get_items_calls) == 1
+
+
+def test_cache_ttl_zero_turns_the_cache_off(make_app, amazon):
+    amazon.add(make_item(asin(1)))
+    app = make_app(AMAZON_CACHE_TTL_SECONDS=0)
+    client = app.test_client()
+    for _ in range(2):
+        post_import(
+            client,
+            {"url": f"https://www.amazon.com/dp/{asin(1)}"},
+            headers={"Authorization": f"Bearer {USER_TOKEN}"},
+        )
+    assert len(amazon.get_items_calls) == 2
+
+
+def test_not_accessible_items_are_cached_briefly(client, amazon):
+    for _ in range(2):
+        response = post_import(client, {"url": f"https://www.amazon.com/dp/{asin(9)}"})
+        assert response.status_code == 206
+    assert len(amazon.get_items_calls) == 1
+
+
+def test_cache_is_shared_between_apps_through_redis(make_app, amazon, redis_url):
+    amazon.add(make_item(asin(1)))
+    first, second = (make_app(AMAZON_CACHE_STORAGE_URI=redis_url) for _ in range(2))
+    for app in (first, second):
+        response = post_import(
+            app.test_client(),
+            {"url": f"https://www.amazon.com/dp/{asin(1)}"},
+            headers={"Authorization": f"Bearer {USER_TOKEN}"},
+        )
+        assert response.status_code == 200
+    assert len(amazon.get_items_calls) == 1
+
+
+def test_memory_cache_belongs_to_one_app(make_app, amazon):
+    amazon.add(make_item(asin(1)))
+    for app in (make_app(), make_app()):
+        post_import(
+            app.test_client(),
+            {"url": f"https://www.amazon.com/dp/{asin(1)}"},
+            headers={"Authorization": f"Bearer {USER_TOKEN}"},
+        )
+    assert len(amazon.get_items_calls) == 2
+
+
+def test_batched_answer_gives_each_request_only_its_own_item(app, amazon):
+    amazon.add(make_item(asin(1)))
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    results = lookup.lookup_many([ProductRef(US, asin(1)), ProductRef(US, asin(2))])
+    assert results[0]["title"] is not None and results[0]["notices"] == []
+    assert results[1]["title"] is None
+    assert results[1]["notices"][0]["code"] == "ItemNotAccessible"
+    assert asin(2) in results[1]["notices"][0]["message"]
+    assert len(amazon.get_items_calls) == 1
+
+
+def test_upstream_failure_reaches_every_request_of_the_batch(app, amazon):
+    amazon.fail_get_items(status_code=500, json={"reason": "InternalFailure"})
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    results = lookup.lookup_many([ProductRef(US, asin(1)), ProductRef(US, asin(2))])
+    assert all(isinstance(r, AmazonImportError) for r in results)
+    assert {r.code for r in results} == {ErrorCode.AMAZON_UPSTREAM_UNAVAILABLE}
+
+
+def test_amazon_throttling_pauses_the_limiter(app, amazon):
+    amazon.fail_get_items(
+        status_code=429, headers={"Retry-After": "30"}, json={"reason": "TooManyRequests"}
+    )
+    state = app.extensions["arda_amazon_bp"]
+    with pytest.raises(AmazonImportError) as first:
+        state.lookup.lookup(ProductRef(US, asin(1)))
+    assert first.value.details["source"] == "amazon"
+    with pytest.raises(AmazonImportError) as second:
+        state.lookup.lookup(ProductRef(US, asin(2)))
+    assert second.value.details["source"] == "local"  # no second call hammered Amazon
+    assert 1 <= int(second.value.headers["Retry-After"]) <= 30
+    assert amazon.get_items_requests() == 1
+
+
+def test_spent_daily_quota_answers_every_waiter_at_once(make_app, amazon):
+    amazon.add(*(make_item(asin(n)) for n in range(3)))
+    app = make_app(AMAZON_RATE_LIMITS="100/second;1/day")
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    assert lookup.lookup(ProductRef(US, asin(0)))["asin"] == asin(0)
+    results = lookup.lookup_many([ProductRef(US, asin(1)), ProductRef(US, asin(2))])
+    assert [r.code for r in results] == [ErrorCode.AMAZON_RATE_LIMITED] * 2
+    assert {r.details["limit"] for r in results} == {"day"}
+
+
+# -- the batch route -------------------------------------------------------------------
+
+
+def post_batch(client: Any, urls: list[Any]) -> Any:
+    return client.post("/api/amazon/import/batch", json={"urls": urls})
+
+
+def test_batch_answers_in_input_order_with_per_link_status(client, amazon):
+    amazon.add(make_item(asin(1)), make_item(asin(2), offersV2=None))
+    urls = [
+        f"https://www.amazon.com/dp/{asin(1)}",
+        "https://example.com/nope",
+        f"https://www.amazon.com/dp/{asin(2)}",
+        "https://amzn.to/abc",
+        f"https://amazon.com/gp/product/{asin(1)}",
+    ]
+    response = post_batch(client, urls)
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert [r["url"] for r in results] == urls
+    assert [r["status"] for r in results] == [200, 422, 206, 422, 200]
+    assert (
+        results[1]["error"]["code"] == "UNRECOGNIZED_AMAZON_URL" and results[1]["product"] is None
+    )
+    assert results[3]["error"]["code"] == "UNSUPPORTED_SHORT_LINK"
+    assert results[2]["product"]["missingFields"] == ["price"]
+    assert len(amazon.get_items_calls) == 1  # duplicates and all: one upstream call
+    assert sorted(amazon.get_items_calls[0]["itemIds"]) == [asin(1), asin(2)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"urls": []}, {"urls": "x"}, {"urls": [1]}, {}, {"urls": ["x"], "more": 1}],
+)
+def test_batch_refuses_invalid_bodies(client, body):
+    response = client.post("/api/amazon/import/batch", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "INVALID_REQUEST"
+
+
+def test_batch_refuses_more_than_the_configured_links(make_app):
+    app = make_app(AMAZON_BATCH_MAX_URLS=3)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {USER_TOKEN}"
+    response = post_batch(client, [f"https://www.amazon.com/dp/{asin(n)}" for n in range(4)])
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "INVALID_REQUEST"
+
+
+def test_batch_requires_authentication(app):
+    response = post_batch(app.test_client(), [f"https://www.amazon.com/dp/{asin(1)}"])
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "AUTHENTICATION_REQUIRED"
