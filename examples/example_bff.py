@@ -1,0 +1,93 @@
+"""An example host BFF: the five lines a BFF team adds, plus a demo auth hook.
+
+Run it through ``examples/demo.py`` (which also starts the sandbox Creators API), or
+under gunicorn: ``gunicorn --chdir examples 'example_bff:create_app()'`` with the
+``AMAZON_*`` settings in the environment.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Flask, Request, jsonify
+from flask_smorest import Api
+
+from arda_amazon_bp import AmazonImport, hookimpl
+
+#: The bearer token the demo BFF accepts (a real BFF checks its own session or JWT).
+DEMO_TOKEN_ENV = "EXAMPLE_BFF_TOKEN"
+DEFAULT_DEMO_TOKEN = "demo-token"
+
+
+class DemoAuth:
+    """Accepts ``Authorization: Bearer <EXAMPLE_BFF_TOKEN>``; stands in for the BFF's auth."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    @hookimpl
+    def arda_amazon_authenticate(self, request: Request) -> dict[str, str] | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip(), self._token):
+            return {"user": "demo"}
+        return None
+
+
+#: Where the Swagger UI page and its (locally served) assets live.
+SWAGGER_UI_PATH = "/swagger-ui"
+SWAGGER_UI_ASSETS = "/_swagger-ui/"
+
+
+def serve_swagger_ui(app: Flask) -> None:
+    """Serve a Swagger UI for the OpenAPI document, its assets from this app (no CDN).
+
+    The assets come from the ``swagger-ui-bundle`` package (a dev dependency); without
+    it the app simply has no Swagger UI. Hosts may reach only Amazon and loopback, so
+    nothing on the page may load from another host.
+    """
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return
+    app.register_blueprint(
+        Blueprint(
+            "swagger_ui_assets",
+            __name__,
+            static_folder=swagger_ui_path,
+            static_url_path=SWAGGER_UI_ASSETS.rstrip("/"),
+        )
+    )
+    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", SWAGGER_UI_PATH)
+    app.config.setdefault("OPENAPI_SWAGGER_UI_URL", SWAGGER_UI_ASSETS)
+    # validatorUrl=None: never ask an online validator about the document.
+    app.config.setdefault("OPENAPI_SWAGGER_UI_CONFIG", {"validatorUrl": None})
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_mapping(
+        API_TITLE="Example BFF",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.config.from_mapping(config or {})
+    serve_swagger_ui(app)  # before Api(app): it reads the OPENAPI_SWAGGER_UI_* keys
+    api = Api(app)  # the host's own Api: our route joins its OpenAPI document
+
+    amazon = AmazonImport(app, api)
+    amazon.plugin_manager.register(
+        DemoAuth(os.environ.get(DEMO_TOKEN_ENV, DEFAULT_DEMO_TOKEN)), name="example-bff-auth"
+    )
+
+    @app.get("/healthz")
+    def healthz() -> Any:  # a bare JSON route: the benchmark's baseline
+        return jsonify(ok=True)
+
+    return app
