@@ -92,7 +92,9 @@ class AmazonImportError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The error envelope body."""
-        return {"error": {"code": self.code.value, "message": self.message, "details": self.details}}
+        return {
+            "error": {"code": self.code.value, "message": self.message, "details": self.details}
+        }
 
 
 def rate_limited(retry_after: int, source: str, message: str, **details: Any) -> AmazonImportError:

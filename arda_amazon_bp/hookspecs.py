@@ -35,7 +35,9 @@ def arda_amazon_authenticate(request: Request) -> Any | None:
 
 
 @hookspec
-def arda_amazon_credential_backends() -> Mapping[str, Callable[[Mapping[str, Any]], CredentialBackend]]:
+def arda_amazon_credential_backends() -> Mapping[
+    str, Callable[[Mapping[str, Any]], CredentialBackend]
+]:
     """Return ``{name: factory}`` of credential backends this plugin provides.
 
     ``factory(config)`` receives the app's config mapping and returns an object with
