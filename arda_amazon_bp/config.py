@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "AMAZON_IMPORT_AUTH_DISABLED": False,
     "AMAZON_IMPORT_URL_PREFIX": "/api/amazon",
     "AMAZON_BATCH_MAX_URLS": 50,
+    "AMAZON_MAX_ITEMS_PER_CALL": 10,  # ASINs per getItems call; 1 = the naive baseline
     "AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS": 600,
     "AMAZON_SMOKE_ASIN": None,  # None -> cli.DEFAULT_SMOKE_ASIN
 }
@@ -99,6 +100,14 @@ def _timeout(value: Any) -> tuple[float, float]:
     return connect, read_
 
 
+def _items_per_call(value: Any) -> int:
+    key = "AMAZON_MAX_ITEMS_PER_CALL"
+    number = _number(key, value, minimum=1)
+    if number != int(number) or number > 10:
+        raise ConfigError(f"{key} must be a whole number from 1 to 10 (Amazon's ceiling)")
+    return int(number)
+
+
 def _flag(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -133,6 +142,7 @@ class Settings:
     url_prefix: str
     batch_max_urls: int
     upstream_event_interval_seconds: float
+    max_items_per_call: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -186,4 +196,5 @@ class Settings:
                 "AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS",
                 get("AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS"),
             ),
+            max_items_per_call=_items_per_call(get("AMAZON_MAX_ITEMS_PER_CALL")),
         )

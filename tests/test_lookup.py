@@ -66,6 +66,15 @@ def test_25_concurrent_imports_of_one_asin_take_one_call(one_per_second, amazon)
     assert amazon.get_items_calls[0]["itemIds"] == [asin(1)]
 
 
+def test_one_item_per_call_is_the_naive_baseline(make_app, amazon):
+    amazon.add(*(make_item(asin(n)) for n in range(3)))
+    app = make_app(AMAZON_MAX_ITEMS_PER_CALL=1)
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    results = lookup.lookup_many([ProductRef(US, asin(n)) for n in range(3)])
+    assert [r["asin"] for r in results] == [asin(n) for n in range(3)]
+    assert [len(call["itemIds"]) for call in amazon.get_items_calls] == [1, 1, 1]
+
+
 def test_repeated_import_within_ttl_costs_no_call(client, amazon):
     amazon.add(make_item(asin(1)))
     first = post_import(client, {"url": f"https://www.amazon.com/dp/{asin(1)}"})

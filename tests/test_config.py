@@ -1,0 +1,65 @@
+"""Config keys: defaults in one place, env fallback parsed as JSON, validation naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from arda_amazon_bp.config import DEFAULTS, ConfigError, Settings, apply_defaults
+
+
+def settings(**config):
+    apply_defaults(config)
+    return Settings.from_config(config)
+
+
+def test_defaults_fill_unset_keys_only():
+    config = {"AMAZON_MARKETPLACE": "www.amazon.de"}
+    apply_defaults(config)
+    assert config["AMAZON_MARKETPLACE"] == "www.amazon.de"
+    assert config["AMAZON_RATE_LIMITS"] == "1/second;8640/day"
+    assert set(DEFAULTS) <= set(config)
+
+
+def test_unset_key_falls_back_to_env_parsed_as_json(monkeypatch):
+    monkeypatch.setenv("AMAZON_HTTP_TIMEOUT", "[2, 5]")
+    monkeypatch.setenv("AMAZON_IMPORT_AUTH_DISABLED", "true")
+    monkeypatch.setenv("AMAZON_RATE_LIMITS", "2/second;100/day")  # not JSON: kept as text
+    result = settings()
+    assert result.http_timeout == (2.0, 5.0)
+    assert result.auth_disabled is True
+    assert result.rate_limits == "2/second;100/day"
+
+
+def test_app_config_wins_over_env(monkeypatch):
+    monkeypatch.setenv("AMAZON_CACHE_TTL_SECONDS", "10")
+    assert settings(AMAZON_CACHE_TTL_SECONDS=20).cache_ttl_seconds == 20
+
+
+@pytest.mark.parametrize("value", [5, 5.5, (3.05, 10), [3.05, 10], "7"])
+def test_http_timeout_takes_a_number_or_a_pair(value):
+    connect, read = settings(AMAZON_HTTP_TIMEOUT=value).http_timeout
+    assert connect > 0 and read > 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("AMAZON_HTTP_TIMEOUT", [1, 2, 3]),
+        ("AMAZON_HTTP_TIMEOUT", 0),
+        ("AMAZON_HTTP_TIMEOUT", "soon"),
+        ("AMAZON_CACHE_TTL_SECONDS", 86_401),
+        ("AMAZON_CACHE_TTL_SECONDS", -1),
+        ("AMAZON_MAX_WAIT_SECONDS", True),
+        ("AMAZON_MARKETPLACE", ""),
+        ("AMAZON_IMPORT_AUTH_DISABLED", "maybe"),
+        ("AMAZON_MAX_ITEMS_PER_CALL", 11),
+        ("AMAZON_MAX_ITEMS_PER_CALL", 2.5),
+    ],
+)
+def test_bad_values_raise_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=key):
+        settings(**{key: value})
+
+
+def test_cache_ttl_of_a_day_is_allowed():
+    assert settings(AMAZON_CACHE_TTL_SECONDS=86_400).cache_ttl_seconds == 86_400

@@ -1,0 +1,111 @@
+"""The Flask extension: init_app, per-app state, plugin manager, events."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask_smorest import Api
+
+from arda_amazon_bp import AmazonImport, hookimpl
+from arda_amazon_bp.config import ConfigError
+
+
+def test_init_app_later_with_the_hosts_api(creators_env):
+    app = Flask("late")
+    app.config.update(API_TITLE="Host", API_VERSION="2", OPENAPI_VERSION="3.0.3")
+    api = Api(app)
+    extension = AmazonImport()
+    assert extension.init_app(app, api) is extension
+    assert "arda_amazon_bp" in app.extensions
+    assert api.spec.title == "Host"
+    assert "/api/amazon/import" in api.spec.to_dict()["paths"]
+    app.extensions["arda_amazon_bp"].close()
+
+
+def test_without_an_api_the_extension_creates_one(creators_env):
+    app = Flask("no_api")
+    AmazonImport(app)
+    try:
+        assert app.url_map.bind("").match("/api/amazon/import", method="POST")
+        assert "flask-smorest" in app.extensions
+    finally:
+        app.extensions["arda_amazon_bp"].close()
+
+
+def test_url_prefix_is_configurable(make_app):
+    app = make_app(AMAZON_IMPORT_URL_PREFIX="/bff/amazon/")
+    assert app.url_map.bind("").match("/bff/amazon/import", method="POST")
+
+
+def test_unknown_backend_fails_at_init_listing_the_names(creators_env):
+    app = Flask("bad_backend")
+    app.config.update(AMAZON_CREDENTIALS_BACKEND="vault9000")
+    with pytest.raises(ConfigError) as error:
+        AmazonImport(app)
+    assert "vault9000" in str(error.value)
+    for name in ("env", "file", "onepassword"):
+        assert name in str(error.value)
+
+
+def test_bad_config_fails_at_init_naming_the_key(creators_env):
+    app = Flask("bad_config")
+    app.config.update(AMAZON_CACHE_TTL_SECONDS=999_999)
+    with pytest.raises(ConfigError, match="AMAZON_CACHE_TTL_SECONDS"):
+        AmazonImport(app)
+
+
+def test_two_apps_get_separate_state(make_app):
+    first, second = make_app(), make_app()
+    assert first.extensions["arda_amazon_bp"] is not second.extensions["arda_amazon_bp"]
+    assert first.extensions["arda_amazon_bp"].quota is not second.extensions["arda_amazon_bp"].quota
+
+
+def test_cli_group_is_registered(app):
+    assert "amazon" in app.cli.commands
+
+
+class Recorder:
+    def __init__(self):
+        self.calls, self.events = [], []
+
+    @hookimpl
+    def arda_amazon_upstream_call(self, event):
+        self.calls.append(event)
+
+    @hookimpl
+    def arda_amazon_upstream_event(self, name, details):
+        self.events.append((name, details))
+
+
+def test_upstream_calls_are_observed_through_the_hook(app, client, amazon):
+    recorder = Recorder()
+    app.extensions["test_extension"].plugin_manager.register(recorder)
+    client.post("/api/amazon/import", json={"url": "https://www.amazon.com/dp/B0HOOKED01"})
+    kinds = [call["kind"] for call in recorder.calls]
+    assert kinds == ["token", "getItems"]
+    assert recorder.calls[1]["asins"] == ["B0HOOKED01"]
+
+
+def test_upstream_event_is_logged_and_hooked_once_per_interval(app, caplog):
+    recorder = Recorder()
+    app.extensions["test_extension"].plugin_manager.register(recorder)
+    state = app.extensions["arda_amazon_bp"]
+    for _ in range(3):
+        state.upstream_event("associate_not_eligible", {"status": 403})
+    assert recorder.events == [("associate_not_eligible", {"status": 403})]
+    lines = [r for r in caplog.records if "amazon_upstream_event" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].levelname == "ERROR"
+
+
+def test_a_failing_observer_never_breaks_an_import(app, client, amazon):
+    class Broken:
+        @hookimpl
+        def arda_amazon_upstream_call(self, event):
+            raise RuntimeError("metrics down")
+
+    app.extensions["test_extension"].plugin_manager.register(Broken())
+    response = client.post(
+        "/api/amazon/import", json={"url": "https://www.amazon.com/dp/B0HOOKED01"}
+    )
+    assert response.status_code == 206
