@@ -1,0 +1,1012 @@
+"""Documentation that cannot drift: the docs are checked against the code, and run.
+
+Markers in the Markdown (HTML comments, invisible when rendered) say what to check:
+
+``<!-- docs-check: table NAME -->``
+    the table that follows is the documentation of a registry (``errors``,
+    ``upstream-reasons``, ``config``) and is compared with it;
+``<!-- docs-check: schema SCHEMA -->``
+    the table that follows documents every field of marshmallow schema ``SCHEMA`` in
+    :mod:`arda_amazon_bp.schemas` (name, type, nullability);
+``<!-- docs-check: include PATH -->``
+    the fenced block that follows is byte-identical to file ``PATH`` of the repository;
+``<!-- docs-check: run [expect=TEXT …] [exit=N] -->``
+    the ``sh`` block that follows is run with bash, exactly as written, and must exit
+    ``N`` (default 0) with every ``TEXT`` in its output;
+``<!-- docs-check: skip reason=TEXT -->``
+    the ``sh`` block that follows is deliberately not run (every other ``sh`` block
+    must be marked ``run``).
+
+Runnable blocks run against the sandbox Creators API (over loopback HTTP), the example
+BFF and a fake ``op``: ``flask`` commands in a shell with ``FLASK_APP`` naming the
+example BFF (as an operator's shell names theirs) and the sandbox's credentials in the
+environment; ``curl`` commands against a loopback example BFF, the documented demo
+address ``http://127.0.0.1:5000`` replaced by the test server's.
+
+Each registry check is a function taking the registry, so the drift tests at the end
+can feed it a mutated copy and prove it reports what is undocumented.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import inspect
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import creators_sandbox as cs
+import pytest
+from fixtures_credentials import FAKE_OP, make_op_token
+from fixtures_sandbox import SandboxHandle
+from flask import Flask
+from marshmallow import Schema, fields
+
+from arda_amazon_bp import hookspecs, schemas
+from arda_amazon_bp.config import DEFAULTS
+from arda_amazon_bp.errors import ERROR_STATUSES, ErrorCode, UpstreamReason
+from arda_amazon_bp.links import SHORT_LINK_HOSTS, parse_product_link
+from arda_amazon_bp.marketplaces import MARKETPLACES, UNSUPPORTED_STORES
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+API_MD = DOCS / "api.md"
+CONFIG_MD = DOCS / "configuration.md"
+RUNBOOK_MD = DOCS / "runbook.md"
+PLUGINS_MD = DOCS / "plugins.md"
+DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD)
+README = ROOT / "README.md"
+PLUGIN_EXAMPLE = ROOT / "examples" / "plugin_example"
+
+#: The address the docs show for the demo BFF; replaced by the test server's.
+DEMO_BASE = "http://127.0.0.1:5000"
+#: A sandbox catalog item with every core field, used by the smoke command.
+SANDBOX_ASIN = "B0C7NTRL01"
+COMMAND_TIMEOUT = 60
+
+# --- Markdown: marked blocks and tables ---------------------------------------------------
+
+_MARKER = re.compile(r"^<!--\s*docs-check:\s*(?P<kind>[a-z-]+)\s*(?P<args>.*?)\s*-->$")
+_FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")
+
+
+@dataclass
+class Block:
+    """A marked fenced block or table of a Markdown file."""
+
+    path: Path
+    line: int  # 1-based line of the marker
+    kind: str
+    args: list[str]
+    lang: str | None = None  # fenced blocks only
+    body: str = ""  # the fenced content (exact) or the table's lines
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    def options(self, name: str) -> list[str]:
+        """Values of ``name=…`` arguments, in order."""
+        prefix = name + "="
+        return [arg[len(prefix) :] for arg in self.args if arg.startswith(prefix)]
+
+
+def marked_blocks(path: Path) -> list[Block]:
+    """Every ``docs-check`` marker of ``path`` with the fenced block or table after it."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    blocks: list[Block] = []
+    for index, line in enumerate(lines):
+        match = _MARKER.match(line.strip())
+        if not match:
+            continue
+        block = Block(path, index + 1, match["kind"], shlex.split(match["args"]))
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        fence = _FENCE.match(following.strip())
+        if fence:
+            end = next(
+                (j for j in range(index + 2, len(lines)) if lines[j].rstrip("\n") == "```"),
+                None,
+            )
+            assert end is not None, f"{block.where}: unclosed fence"
+            block.lang = fence["lang"]
+            block.body = "".join(lines[index + 2 : end])
+        elif following.startswith("|"):
+            table = []
+            for row in lines[index + 1 :]:
+                if not row.startswith("|"):
+                    break
+                table.append(row)
+            block.body = "".join(table)
+        blocks.append(block)
+    return blocks
+
+
+def fenced_blocks(path: Path, lang: str) -> list[tuple[int, str]]:
+    """(line of the opening fence, content) of every ``lang`` block of ``path``."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    found: list[tuple[int, str]] = []
+    index = 0
+    while index < len(lines):
+        fence = _FENCE.match(lines[index].strip())
+        if fence:
+            end = next(j for j in range(index + 1, len(lines)) if lines[j].strip() == "```")
+            if fence["lang"] == lang:
+                found.append((index + 1, "".join(lines[index + 1 : end])))
+            index = end
+        index += 1
+    return found
+
+
+def split_row(row: str) -> list[str]:
+    cells = row.strip().strip("|").split("|")
+    return [cell.strip() for cell in cells]
+
+
+def parse_table(text: str) -> list[dict[str, str]]:
+    """The Markdown table ``text`` starts with, as dicts keyed by lowercased header cells."""
+    rows = []
+    for line in text.splitlines():
+        if not line.lstrip().startswith("|"):
+            break
+        rows.append(line)
+    assert len(rows) >= 2, f"not a table: {text!r}"
+    header = [cell.lower() for cell in split_row(rows[0])]
+    return [dict(zip(header, split_row(row), strict=True)) for row in rows[2:]]
+
+
+def code_value(cell: str) -> str:
+    """The first `code span` of a cell, or the cell itself."""
+    match = re.search(r"`([^`]*)`", cell)
+    return match.group(1) if match else cell
+
+
+def doc_table(path: Path, kind: str, name: str) -> list[dict[str, str]]:
+    blocks = [b for b in marked_blocks(path) if b.kind == kind and b.args[:1] == [name]]
+    assert len(blocks) == 1, f"{path.name}: expected one `docs-check: {kind} {name}` table"
+    assert blocks[0].body, f"{blocks[0].where}: the marker is not followed by a table"
+    return parse_table(blocks[0].body)
+
+
+# --- the checkers (each takes the registry, so a test can feed it a mutated copy) ---------
+
+
+def error_table_problems(statuses: Mapping[str, int], rows: list[dict[str, str]]) -> list[str]:
+    """Codes missing from the error table, documented with another status, or stale."""
+    documented: dict[str, str] = {code_value(row["code"]): row["status"] for row in rows}
+    problems = []
+    for code, status in statuses.items():
+        if code not in documented:
+            problems.append(f"error code {code} ({status}) is not in the error table")
+        elif not re.match(rf"^{status}\b", documented[code]):
+            problems.append(
+                f"error code {code}: documented {documented[code]!r}, code says {status}"
+            )
+    problems += [
+        f"error table lists {code}, which the code does not have"
+        for code in documented
+        if code not in statuses
+    ]
+    return problems
+
+
+def value_table_problems(
+    values: Iterable[str], rows: list[dict[str, str]], column: str, what: str
+) -> list[str]:
+    """Values missing from a one-value-per-row table, or listed there but unknown."""
+    wanted = list(values)
+    documented = [code_value(row[column]) for row in rows]
+    problems = [
+        f"{what} {value!r} is not documented" for value in wanted if value not in documented
+    ]
+    problems += [
+        f"{what} {value!r} is documented but unknown to the code"
+        for value in documented
+        if value not in wanted
+    ]
+    return problems
+
+
+#: marshmallow field class -> the word its type cell must contain.
+_TYPE_WORDS: tuple[tuple[type[fields.Field], str], ...] = (
+    (fields.Nested, "object"),
+    (fields.Dict, "object"),
+    (fields.List, "array"),
+    (fields.Integer, "integer"),
+    (fields.Float, "number"),
+    (fields.Boolean, "boolean"),
+    (fields.String, "string"),
+)
+
+
+def schema_fields(schema: type[Schema]) -> dict[str, fields.Field]:
+    declared: dict[str, fields.Field] = schema._declared_fields
+    return dict(declared)
+
+
+def schema_table_problems(schema: type[Schema], rows: list[dict[str, str]]) -> list[str]:
+    """Fields of ``schema`` missing from its table, with a wrong type or nullability."""
+    name = schema.__name__
+    documented = {code_value(row["field"]): row for row in rows}
+    problems = []
+    for field_name, declared in schema_fields(schema).items():
+        row = documented.get(field_name)
+        if row is None:
+            problems.append(f"{name}.{field_name} is not in its field table")
+            continue
+        nullable = row.get("nullable", "").lower()
+        if nullable not in ("yes", "no"):
+            problems.append(f"{name}.{field_name}: nullable must be yes or no, not {nullable!r}")
+        elif (nullable == "yes") != declared.allow_none:
+            problems.append(
+                f"{name}.{field_name}: documented nullable={nullable}, "
+                f"schema allow_none={declared.allow_none}"
+            )
+        word = next((w for cls, w in _TYPE_WORDS if isinstance(declared, cls)), None)
+        if word is not None and word not in row.get("type", ""):
+            problems.append(f"{name}.{field_name}: type {row.get('type')!r} should say {word}")
+    problems += [
+        f"{name}: the table lists {field_name}, which the schema does not have"
+        for field_name in documented
+        if field_name not in schema_fields(schema)
+    ]
+    return problems
+
+
+def render_default(value: Any) -> str:
+    """How configuration.md writes a default: `value`, or — for none."""
+    return "—" if value is None else f"`{value}`"
+
+
+def config_table_problems(defaults: Mapping[str, Any], rows: list[dict[str, str]]) -> list[str]:
+    """Keys missing from the config table, shown with another default, or stale."""
+    documented = {code_value(row["key"]): row["default"] for row in rows}
+    problems = []
+    for key, value in defaults.items():
+        if key not in documented:
+            problems.append(f"config key {key} is not in the configuration table")
+        elif not documented[key].startswith(render_default(value)):
+            problems.append(
+                f"config key {key}: documented default {documented[key]!r}, "
+                f"code says {render_default(value)}"
+            )
+    problems += [
+        f"configuration table lists {key}, which DEFAULTS does not have"
+        for key in documented
+        if key not in defaults
+    ]
+    return problems
+
+
+def hookspecs_of(module: Any) -> dict[str, Callable[..., Any]]:
+    """Every function of ``module`` marked as an ``arda_amazon_bp`` hookspec."""
+    marker = f"{hookspecs.PROJECT_NAME}_spec"
+    return {
+        name: function
+        for name, function in vars(module).items()
+        if callable(function) and hasattr(function, marker)
+    }
+
+
+def hook_problems(hooks: Mapping[str, Callable[..., Any]], plugins_md: str) -> list[str]:
+    """Hooks without a docstring or without a ``### `name(args)` `` section."""
+    problems = []
+    for name, function in hooks.items():
+        if not inspect.getdoc(function):
+            problems.append(f"hookspec {name} has no docstring")
+        arguments = ", ".join(inspect.signature(function).parameters)
+        heading = f"### `{name}({arguments})`"
+        if heading not in plugins_md.splitlines():
+            problems.append(f"hook {name} has no section {heading!r} in plugins.md")
+    return problems
+
+
+def cli_problems(commands: Iterable[str], blocks: list[Block]) -> list[str]:
+    """CLI commands no runnable block of the runbook runs."""
+    ran = "\n".join(block.body for block in blocks if block.kind == "run")
+    return [
+        f"`flask amazon {name}` is not in a runnable block of runbook.md"
+        for name in commands
+        if not re.search(rf"\bflask amazon {re.escape(name)}\b", ran)
+    ]
+
+
+def config_keys_in_code(sources: Iterable[Path]) -> set[str]:
+    """``AMAZON_*`` names the package reads, besides DEFAULTS (error codes excluded)."""
+    codes = {code.value for code in ErrorCode}
+    found: set[str] = set()
+    for source in sources:
+        found.update(
+            re.findall(r"\b(AMAZON_[A-Z0-9_]*[A-Z0-9])\b", source.read_text(encoding="utf-8"))
+        )
+    return {name for name in found if name not in codes}
+
+
+# --- registries against the docs ------------------------------------------------------------
+
+
+def test_every_error_code_is_in_the_error_table_with_its_status() -> None:
+    assert set(ERROR_STATUSES) == set(ErrorCode)
+    statuses = {code.value: status for code, status in ERROR_STATUSES.items()}
+    assert error_table_problems(statuses, doc_table(API_MD, "table", "errors")) == []
+
+
+def test_every_upstream_reason_is_documented() -> None:
+    rows = doc_table(API_MD, "table", "upstream-reasons")
+    problems = value_table_problems((r.value for r in UpstreamReason), rows, "reason", "reason")
+    assert problems == []
+
+
+def _schemas() -> list[type[Schema]]:
+    return [
+        obj
+        for name, obj in vars(schemas).items()
+        if inspect.isclass(obj) and issubclass(obj, Schema) and name.startswith("AmazonImport")
+    ]
+
+
+@pytest.mark.parametrize("schema", _schemas(), ids=lambda s: s.__name__)
+def test_every_schema_field_is_documented(schema: type[Schema]) -> None:
+    rows = doc_table(API_MD, "schema", schema.__name__)
+    assert schema_table_problems(schema, rows) == []
+
+
+def test_the_product_schema_is_documented_field_by_field() -> None:
+    # The contract's response: every field present; only the core fields decide 206.
+    rows = doc_table(API_MD, "schema", "AmazonImportProductSchema")
+    documented = [code_value(row["field"]) for row in rows]
+    assert documented == list(schema_fields(schemas.AmazonImportProductSchema))
+    core = [
+        name
+        for name in documented
+        if "**Core.**" in next(r for r in rows if code_value(r["field"]) == name)["meaning"]
+    ]
+    assert core == ["title", "imageUrl", "price"]
+
+
+def test_every_config_key_is_in_the_configuration_table_with_its_default() -> None:
+    assert config_table_problems(DEFAULTS, doc_table(CONFIG_MD, "table", "config")) == []
+
+
+def test_every_amazon_setting_the_code_reads_is_documented() -> None:
+    sources = [*(ROOT / "arda_amazon_bp").glob("*.py"), *(ROOT / "backends").glob("*.py")]
+    text = CONFIG_MD.read_text(encoding="utf-8")
+    missing = sorted(name for name in config_keys_in_code(sources) if f"`{name}" not in text)
+    assert missing == []
+
+
+def test_every_hookspec_has_a_docstring_and_a_section_in_plugins_md() -> None:
+    hooks = hookspecs_of(hookspecs)
+    assert {"arda_amazon_authenticate", "arda_amazon_credential_backends"} <= set(hooks)
+    assert hook_problems(hooks, PLUGINS_MD.read_text(encoding="utf-8")) == []
+
+
+def test_every_cli_command_is_run_by_the_runbook() -> None:
+    from arda_amazon_bp.cli import amazon_cli
+
+    assert {"check-credentials", "smoke", "quota"} <= set(amazon_cli.commands)
+    assert cli_problems(amazon_cli.commands, marked_blocks(RUNBOOK_MD)) == []
+
+
+def test_headers_details_and_the_vault_layout_are_documented() -> None:
+    api = API_MD.read_text(encoding="utf-8")
+    for name in (
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+        "X-Request-ID",
+        "Retry-After",
+        "WWW-Authenticate",
+    ):
+        assert f"`{name}`" in api
+    for key in ("requestId", "source", "retryAfter", "limit", "reason", "fields"):
+        assert f"`{key}`" in api
+    runbook = RUNBOOK_MD.read_text(encoding="utf-8")
+    from arda_amazon_bp.backends import onepassword
+
+    for partition in onepassword.PARTITIONS:
+        assert f"`{onepassword.VAULT_TEMPLATE.format(partition=partition)}`" in runbook
+    for label in onepassword.LABELS:
+        assert f"`{label}`" in runbook
+    assert f"**`{onepassword.DEFAULT_ITEM}`**" in runbook
+    assert "`OP_SERVICE_ACCOUNT_TOKEN`" in runbook
+    assert "amazon_upstream_event event=associate_not_eligible" in runbook
+
+
+def test_the_link_forms_match_the_parser() -> None:
+    api = API_MD.read_text(encoding="utf-8")
+    section = api[api.index("## Link forms") : api.index("## OpenAPI")]
+    for host in MARKETPLACES:
+        assert f"`{host}`" in section, host
+    refused = {
+        code_value(row["code"]): row["links"]
+        for row in parse_table(section[section.index("| code | links |") :])
+    }
+    for host in SHORT_LINK_HOSTS:
+        assert f"`{host}`" in refused["UNSUPPORTED_SHORT_LINK"], host
+    for store in UNSUPPORTED_STORES:
+        assert f"`{store}`" in refused["UNSUPPORTED_AMAZON_LOCALE"], store
+    shapes = parse_table(section[section.index("| shape | example |") :])
+    assert len(shapes) >= 10
+    for row in shapes:
+        url = code_value(row["example"])
+        ref = parse_product_link(url)
+        assert ref.asin in url.upper(), url
+
+
+# --- includes and the rule that every sh block is run or knowingly skipped ---------------------
+
+
+def test_every_marker_is_understood() -> None:
+    # A typo in a marker would silently drop a check.
+    tables = {"errors": API_MD, "upstream-reasons": API_MD, "config": CONFIG_MD}
+    schema_names = {schema.__name__ for schema in _schemas()}
+    for path in DOC_FILES:
+        for block in marked_blocks(path):
+            assert block.kind in ("table", "schema", "include", "run", "skip"), block.where
+            if block.kind == "table":
+                assert tables.get(block.args[0]) == path, block.where
+            if block.kind == "schema":
+                assert block.args[0] in schema_names, block.where
+            if block.kind in ("table", "schema"):
+                assert block.body.startswith("|"), f"{block.where}: no table after the marker"
+            else:
+                assert block.lang is not None, f"{block.where}: no fenced block after the marker"
+
+
+def test_included_files_are_byte_identical() -> None:
+    includes = [b for path in DOC_FILES for b in marked_blocks(path) if b.kind == "include"]
+    assert {b.args[0] for b in includes} >= {
+        "examples/plugin_example/arda_example_plugin.py",
+        "examples/plugin_example/setup.cfg",
+        "examples/plugin_example/pyproject.toml",
+    }
+    for block in includes:
+        assert block.body == (ROOT / block.args[0]).read_text(encoding="utf-8"), block.where
+
+
+def test_every_sh_block_is_run_or_knowingly_skipped() -> None:
+    for path in DOC_FILES:
+        marked = {b.line + 1: b for b in marked_blocks(path) if b.lang is not None}
+        for line, _ in fenced_blocks(path, "sh"):
+            block = marked.get(line)
+            assert block is not None and block.kind in ("run", "skip"), (
+                f"{path.name}:{line}: mark this sh block "
+                "`docs-check: run` or `docs-check: skip reason=…`"
+            )
+            if block.kind == "skip":
+                assert block.options("reason"), f"{block.where}: say why it is skipped"
+
+
+# --- drift: the checkers report a mutated copy of each registry -------------------------------
+
+
+def test_drift_an_undocumented_error_code_or_status_is_reported() -> None:
+    rows = doc_table(API_MD, "table", "errors")
+    statuses = {code.value: status for code, status in ERROR_STATUSES.items()}
+    added = {**statuses, "AMAZON_ITEM_RECALLED": 410}
+    assert error_table_problems(added, rows) == [
+        "error code AMAZON_ITEM_RECALLED (410) is not in the error table"
+    ]
+    moved = {**statuses, "UNSUPPORTED_SHORT_LINK": 400}
+    assert error_table_problems(moved, rows) == [
+        "error code UNSUPPORTED_SHORT_LINK: documented '422', code says 400"
+    ]
+    removed = {code: status for code, status in statuses.items() if code != "INTERNAL_ERROR"}
+    assert error_table_problems(removed, rows) == [
+        "error table lists INTERNAL_ERROR, which the code does not have"
+    ]
+
+
+def test_drift_an_undocumented_upstream_reason_is_reported() -> None:
+    rows = doc_table(API_MD, "table", "upstream-reasons")
+    values = [r.value for r in UpstreamReason] + ["region_mismatch"]
+    assert value_table_problems(values, rows, "reason", "reason") == [
+        "reason 'region_mismatch' is not documented"
+    ]
+
+
+def test_drift_an_undocumented_response_field_or_nullability_is_reported() -> None:
+    rows = doc_table(API_MD, "schema", "AmazonImportProductSchema")
+
+    class WithColor(schemas.AmazonImportProductSchema):
+        color = fields.String(allow_none=True)
+
+    assert schema_table_problems(WithColor, rows) == ["WithColor.color is not in its field table"]
+
+    class NonNullBrand(schemas.AmazonImportProductSchema):
+        brand = fields.String(required=True)
+
+    assert schema_table_problems(NonNullBrand, rows) == [
+        "NonNullBrand.brand: documented nullable=yes, schema allow_none=False"
+    ]
+
+    class IntegerUpc(schemas.AmazonImportProductSchema):
+        upc = fields.Integer(allow_none=True)
+
+    assert schema_table_problems(IntegerUpc, rows) == [
+        "IntegerUpc.upc: type 'string' should say integer"
+    ]
+
+
+def test_drift_an_undocumented_config_key_or_default_is_reported() -> None:
+    rows = doc_table(CONFIG_MD, "table", "config")
+    added = {**DEFAULTS, "AMAZON_COFFEE_BREAK_SECONDS": 30}
+    assert config_table_problems(added, rows) == [
+        "config key AMAZON_COFFEE_BREAK_SECONDS is not in the configuration table"
+    ]
+    changed = {**DEFAULTS, "AMAZON_CACHE_TTL_SECONDS": 7200}
+    assert config_table_problems(changed, rows) == [
+        "config key AMAZON_CACHE_TTL_SECONDS: documented default '`3600`', code says `7200`"
+    ]
+    dropped = {k: v for k, v in DEFAULTS.items() if k != "AMAZON_BATCH_MAX_URLS"}
+    assert config_table_problems(dropped, rows) == [
+        "configuration table lists AMAZON_BATCH_MAX_URLS, which DEFAULTS does not have"
+    ]
+
+
+def test_drift_a_new_setting_read_in_code_is_reported(tmp_path: Path) -> None:
+    module = tmp_path / "feature.py"
+    module.write_text(
+        'limit = config.read(app.config, "AMAZON_SHINY_NEW_SETTING")\n', encoding="utf-8"
+    )
+    assert config_keys_in_code([module]) == {"AMAZON_SHINY_NEW_SETTING"}
+
+
+def test_drift_an_undocumented_or_docstringless_hook_is_reported() -> None:
+    text = PLUGINS_MD.read_text(encoding="utf-8")
+
+    def arda_amazon_product_imported(product: Any, principal: Any) -> None:
+        """Called after each import."""
+
+    def arda_amazon_authenticate(request: Any) -> Any:
+        pass
+
+    hooks = {
+        **hookspecs_of(hookspecs),
+        "arda_amazon_product_imported": arda_amazon_product_imported,
+    }
+    assert hook_problems(hooks, text) == [
+        "hook arda_amazon_product_imported has no section "
+        "'### `arda_amazon_product_imported(product, principal)`' in plugins.md"
+    ]
+    hooks = {**hookspecs_of(hookspecs), "arda_amazon_authenticate": arda_amazon_authenticate}
+    assert hook_problems(hooks, text) == ["hookspec arda_amazon_authenticate has no docstring"]
+
+
+def test_drift_an_unrun_cli_command_is_reported() -> None:
+    blocks = marked_blocks(RUNBOOK_MD)
+    assert cli_problems(["check-credentials", "smoke", "quota", "rotate"], blocks) == [
+        "`flask amazon rotate` is not in a runnable block of runbook.md"
+    ]
+
+
+# --- the commands of the docs, run ------------------------------------------------------------
+
+
+@dataclass
+class DocsEnv:
+    """What the runnable blocks run against."""
+
+    environ: dict[str, str]
+    bff_url: str
+    sandbox: SandboxHandle
+    op_state: Path
+
+    def ready(self) -> DocsEnv:
+        # Another test's full sandbox reset restores 1 call/second; the docs run quickly.
+        self.sandbox.configure(rate=50)
+        return self
+
+
+def _sandbox_fields() -> dict[str, str]:
+    return {
+        "credential-id": cs.DEMO_CREDENTIAL_ID,
+        "credential-secret": cs.DEMO_CREDENTIAL_SECRET,
+        "version": "3.1",
+        "partner-tag": cs.DEMO_PARTNER_TAG,
+    }
+
+
+@pytest.fixture(scope="module")
+def docs_env(
+    sandbox_server: SandboxHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DocsEnv]:
+    """The sandbox (fast), a fake op holding the sandbox credential in the four partition
+    vaults, a loopback example BFF, and the environment of an operator's shell."""
+    import example_bff
+
+    sandbox_server.reset(full=True)
+    sandbox_server.configure(rate=50)
+    base = tmp_path_factory.mktemp("docs-env")
+    bin_dir = base / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "op").symlink_to(FAKE_OP)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    token = make_op_token("docs-check@1passwordserviceaccounts.com")
+    op_state = base / "op-state.json"
+    vaults = {
+        f"Arda-{p}OAM": [
+            {"id": f"docs{p.lower()}", "title": "Amazon Creators API", "fields": _sandbox_fields()}
+        ]
+        for p in ("Dev", "Stage", "Demo", "Prod")
+    }
+    op_state.write_text(json.dumps({"token": token, "vaults": vaults}), encoding="utf-8")
+
+    upstream = {
+        "AMAZON_CREATORS_API_HOST": sandbox_server.url,
+        "AMAZON_TOKEN_URL": sandbox_server.token_url("3.1"),
+    }
+    credentials = {
+        "AMAZON_CREATORS_CREDENTIAL_ID": cs.DEMO_CREDENTIAL_ID,
+        "AMAZON_CREATORS_CREDENTIAL_SECRET": cs.DEMO_CREDENTIAL_SECRET,
+        "AMAZON_CREATORS_VERSION": "3.1",
+        "AMAZON_CREATORS_PARTNER_TAG": cs.DEMO_PARTNER_TAG,
+    }
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AMAZON_", "OP_", "FLASK_", "EXAMPLE_BFF_"))
+    }
+    environ.update(
+        upstream,
+        **credentials,
+        PATH=os.pathsep.join(
+            (str(Path(sys.executable).parent), str(bin_dir), environ.get("PATH", ""))
+        ),
+        FLASK_APP=f"{ROOT / 'examples' / 'example_bff.py'}:create_app",
+        AMAZON_SMOKE_ASIN=SANDBOX_ASIN,
+        FAKE_OP_STATE=str(op_state),
+        OP_SERVICE_ACCOUNT_TOKEN=token,
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(("AMAZON_", "EXAMPLE_BFF_")):
+                mp.delenv(name)
+        for name, value in credentials.items():
+            mp.setenv(name, value)  # the env backend of the in-process BFF reads them
+        bff = example_bff.create_app(
+            {
+                **upstream,
+                "AMAZON_RATE_LIMITS": "50/second;8640/day",
+                "AMAZON_RATE_MARGIN_SECONDS": 0,
+            }
+        )
+        bff_url, stop = cs.serve_in_thread(bff)
+        try:
+            yield DocsEnv(environ, bff_url, sandbox_server, op_state)
+        finally:
+            stop()
+            bff.extensions["arda_amazon_bp"].close()
+            sandbox_server.reset(full=True)
+
+
+def run_block(block: Block, env: DocsEnv, cwd: Path) -> None:
+    """Run one ``docs-check: run`` block with bash and check its exit status and output."""
+    assert block.lang == "sh", f"{block.where}: only sh blocks are run"
+    script = block.body.replace(DEMO_BASE, env.bff_url)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env.environ,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout + done.stderr
+    expected_exit = int((block.options("exit") or ["0"])[0])
+    assert done.returncode == expected_exit, (
+        f"{block.where}: exit {done.returncode}\n{output[-3000:]}"
+    )
+    for text in block.options("expect"):
+        assert text in output, f"{block.where}: {text!r} not in the output\n{output[-3000:]}"
+    assert cs.DEMO_CREDENTIAL_SECRET not in output, f"{block.where}: the secret was printed"
+
+
+@pytest.mark.parametrize("doc", [API_MD, CONFIG_MD, RUNBOOK_MD], ids=lambda p: p.name)
+def test_the_commands_in_the_docs_run(doc: Path, docs_env: DocsEnv, tmp_path: Path) -> None:
+    """Every runnable block of ``doc``, in order, in one fresh working directory."""
+    blocks = [b for b in marked_blocks(doc) if b.kind == "run"]
+    assert blocks, f"{doc.name} has no runnable block"
+    for block in blocks:
+        run_block(block, docs_env.ready(), tmp_path)
+
+
+def test_drift_a_block_that_stops_working_fails(docs_env: DocsEnv, tmp_path: Path) -> None:
+    failing = Block(RUNBOOK_MD, 1, "run", [], lang="sh", body="echo 'FAIL: nope' >&2; exit 1\n")
+    with pytest.raises(AssertionError, match="exit 1"):
+        run_block(failing, docs_env, tmp_path)
+    changed = Block(
+        RUNBOOK_MD, 1, "run", ["expect=OK: getItems answered"], lang="sh", body="echo OK\n"
+    )
+    with pytest.raises(AssertionError, match="not in the output"):
+        run_block(changed, docs_env, tmp_path)
+
+
+def test_the_runbook_checks_read_the_partition_vault_through_op(
+    docs_env: DocsEnv, tmp_path: Path
+) -> None:
+    # The runbook's check names the vault it read, and a vault the service account cannot
+    # see fails with the fix in the message (the same command, another partition's state).
+    block = next(
+        b for b in marked_blocks(RUNBOOK_MD) if b.kind == "run" and "check-credentials" in b.body
+    )
+    state = json.loads(docs_env.op_state.read_text(encoding="utf-8"))
+    try:
+        docs_env.op_state.write_text(
+            json.dumps({**state, "granted": ["Arda-ProdOAM"]}), encoding="utf-8"
+        )
+        done = subprocess.run(
+            ["bash", "-c", block.body],
+            cwd=tmp_path,
+            env=docs_env.environ,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
+    finally:
+        docs_env.op_state.write_text(json.dumps(state), encoding="utf-8")
+    assert done.returncode == 1
+    assert "Arda-DevOAM" in done.stderr and "read access" in done.stderr, done.stderr
+
+
+# --- README, tox and CI: the long-running commands are the same strings everywhere ------------
+
+
+def _readme_commands() -> list[str]:
+    first = fenced_blocks(README, "sh")[0][1]
+    return [
+        line.strip()
+        for line in first.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def _tox_envs() -> dict[str, configparser.SectionProxy]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "tox.ini", encoding="utf-8")
+    return {
+        name.removeprefix("testenv:"): parser[name]
+        for name in parser.sections()
+        if name.startswith("testenv:")
+    }
+
+
+def test_the_readme_commands_are_what_ci_and_tox_run() -> None:
+    demo, tests = _readme_commands()[:2]
+    assert demo == "python3 -m pip install tox && python3 -m tox -e demo"
+    assert tests == "python3 -m pip install tox && python3 -m tox"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    # .ci/run installs tox (pinned) and then runs exactly the README's test command.
+    assert tests.split(" && ")[1] in [line.strip() for line in ci]
+    assert _tox_envs()["demo"]["commands"].strip() == "python examples/demo.py {posargs}"
+    for line, block in fenced_blocks(README, "sh"):
+        for env_list in re.findall(r"tox -e ([\w,]+)", block):
+            for name in env_list.split(","):
+                assert name in _tox_envs(), f"README.md:{line}: tox env {name} does not exist"
+
+
+def test_the_demo_prints_the_readme_curl_and_it_answers_a_product(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMAZON_", "EXAMPLE_BFF_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        printed = _read_until(process, "Ctrl-C stops.", timeout=30)
+        curl = printed[printed.index("curl") : printed.index("Ctrl-C stops.")].strip()
+        port = re.search(r"http://127\.0\.0\.1:(\d+)/", curl)
+        assert port, printed
+        done = subprocess.run(
+            ["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=False
+        )
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
+    product = json.loads(done.stdout)
+    assert product["missingFields"] == [] and product["title"], product
+    readme_curl = next(
+        block for _, block in fenced_blocks(README, "sh") if block.lstrip().startswith("curl")
+    )
+    shown = curl.replace(f"127.0.0.1:{port.group(1)}", "127.0.0.1:5000")
+    assert " ".join(readme_curl.split()) == " ".join(shown.split())
+
+
+def _read_until(process: subprocess.Popen[bytes], marker: str, timeout: float) -> str:
+    """Read the process's stdout until ``marker`` (raw reads: nothing hides in a buffer)."""
+    import selectors
+
+    assert process.stdout is not None
+    data = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while marker.encode() not in data:
+            assert time.monotonic() < deadline, f"demo did not print {marker!r}: {data!r}"
+            if selector.select(timeout=0.2):
+                chunk = os.read(process.stdout.fileno(), 65536)
+                assert chunk, f"demo exited {process.wait(5)}: {data!r}"
+                data += chunk
+    return data.decode()
+
+
+# --- OpenAPI document and Swagger UI of the example app -----------------------------------------
+
+
+@pytest.fixture
+def example_app(creators_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    import example_bff
+
+    monkeypatch.delenv("EXAMPLE_BFF_TOKEN", raising=False)
+    app = example_bff.create_app()
+    yield app
+    app.extensions["arda_amazon_bp"].close()
+
+
+def test_the_openapi_document_is_valid_and_has_the_routes(example_app: Flask) -> None:
+    from openapi_spec_validator import validate
+
+    spec = example_app.test_client().get("/openapi.json").get_json()
+    validate(spec)
+    assert {"/api/amazon/import", "/api/amazon/import/batch"} <= set(spec["paths"])
+    responses = spec["paths"]["/api/amazon/import"]["post"]["responses"]
+    assert {"200", "206"} <= set(responses)
+    described = " ".join(r.get("description", "") for r in responses.values())
+    for code, status in ERROR_STATUSES.items():
+        assert str(status) in responses and code.value in described, code
+    for schema in _schemas():
+        assert schema.__name__.removesuffix("Schema") in spec["components"]["schemas"]
+
+
+def test_the_swagger_ui_and_its_assets_are_served_locally(example_app: Flask) -> None:
+    import example_bff
+
+    client = example_app.test_client()
+    page = client.get(example_bff.SWAGGER_UI_PATH)
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "://" not in html, "the Swagger UI page names an outside host"
+    references = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert len(references) >= 3
+    for reference in references:
+        assert reference.startswith("/") and not reference.startswith("//"), reference
+        asset = client.get(reference)
+        assert asset.status_code == 200 and len(asset.data) > 1000, reference
+        asset.close()
+    assert '"/openapi.json"' in html
+    assert '"validatorUrl": null' in html
+
+
+# --- the plugin example, installed through a real entry point ------------------------------------
+
+
+def _install_plugin_example(site: Path) -> str:
+    """Install examples/plugin_example the way pip lays it out: module + dist-info."""
+    setup = configparser.ConfigParser(interpolation=None)
+    setup.read(PLUGIN_EXAMPLE / "setup.cfg", encoding="utf-8")
+    name, version = setup["metadata"]["name"], setup["metadata"]["version"]
+    module = setup["options"]["py_modules"].strip()
+    shutil.copy(PLUGIN_EXAMPLE / f"{module}.py", site / f"{module}.py")
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
+    )
+    entry_points = configparser.ConfigParser(interpolation=None)
+    for group, text in setup["options.entry_points"].items():
+        entry_points[group] = dict(
+            (part.strip() for part in line.split("=", 1)) for line in text.strip().splitlines()
+        )
+    with (info / "entry_points.txt").open("w", encoding="utf-8") as handle:
+        entry_points.write(handle)
+    return module
+
+
+@pytest.fixture
+def plugin_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    import importlib
+
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    module = _install_plugin_example(site)
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    importlib.invalidate_caches()
+    yield module
+    sys.modules.pop(module, None)
+
+
+def test_the_plugin_example_declares_its_entry_point() -> None:
+    setup = configparser.ConfigParser(interpolation=None)
+    setup.read(PLUGIN_EXAMPLE / "setup.cfg", encoding="utf-8")
+    assert "example = arda_example_plugin" in setup["options.entry_points"]["arda_amazon_bp"]
+    assert "build-backend" in (PLUGIN_EXAMPLE / "pyproject.toml").read_text(encoding="utf-8")
+
+
+def test_the_plugin_example_backend_and_auth_work_through_the_entry_point(
+    plugin_example: str, sandbox: SandboxHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_smorest import Api
+
+    from arda_amazon_bp import AmazonImport
+
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    for filename, value in _sandbox_fields().items():
+        (secret_dir / filename).write_text(value + "\n", encoding="utf-8")
+    for name in [n for n in os.environ if n.startswith("AMAZON_")]:
+        monkeypatch.delenv(name)
+
+    app = Flask("plugin-host")
+    app.config.update(
+        API_TITLE="Host",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        AMAZON_CREDENTIALS_BACKEND="mounted-secret",
+        MOUNTED_SECRET_DIR=str(secret_dir),
+        EXAMPLE_API_KEYS=["k3y-from-your-secret-store"],
+        AMAZON_CREATORS_API_HOST=sandbox.url,
+        AMAZON_TOKEN_URL=sandbox.token_url("3.1"),
+        AMAZON_RATE_MARGIN_SECONDS=0,
+    )
+    amazon = AmazonImport(app, Api(app))
+    try:
+        assert amazon.plugin_manager.get_plugin("example") is sys.modules[plugin_example]
+        client = app.test_client()
+        url = {"url": f"https://www.amazon.com/dp/{SANDBOX_ASIN}"}
+        refused = client.post("/api/amazon/import", json=url, headers={"X-Api-Key": "wrong"})
+        assert refused.status_code == 401
+        answer = client.post(
+            "/api/amazon/import", json=url, headers={"X-Api-Key": "k3y-from-your-secret-store"}
+        )
+        assert answer.status_code == 200, answer.get_json()
+        assert answer.get_json()["detailPageUrl"].endswith(f"tag={cs.DEMO_PARTNER_TAG}")
+
+        runner = app.test_cli_runner()
+        checked = runner.invoke(args=["amazon", "check-credentials"])
+        assert checked.exit_code == 0, checked.output
+        assert f"mounted-secret (MountedSecretBackend({str(secret_dir)!r}))" in checked.output
+        (secret_dir / "partner-tag").unlink()
+        failed = runner.invoke(args=["amazon", "check-credentials"])
+        assert failed.exit_code == 1
+        assert (
+            "partner_tag MISSING" in failed.output
+            and cs.DEMO_CREDENTIAL_SECRET not in failed.output
+        )
+    finally:
+        app.extensions["arda_amazon_bp"].close()
+
+
+def test_the_plugin_example_is_a_valid_setuptools_project() -> None:
+    setupcfg = pytest.importorskip("setuptools.config.setupcfg", reason="needs setuptools")
+    options = setupcfg.read_configuration(str(PLUGIN_EXAMPLE / "setup.cfg"))
+    assert options["metadata"]["name"] == "arda-example-plugin"
+    assert options["options"]["py_modules"] == ["arda_example_plugin"]
+    assert options["options"]["entry_points"] == {
+        "arda_amazon_bp": ["example = arda_example_plugin"]
+    }
