@@ -601,6 +601,7 @@ class DocsEnv:
     bff_url: str
     sandbox: SandboxHandle
     op_state: Path
+    bff: Flask
 
     def ready(self) -> DocsEnv:
         # Another test's full sandbox reset restores 1 call/second; the docs run quickly.
@@ -685,7 +686,7 @@ def docs_env(
         )
         bff_url, stop = cs.serve_in_thread(bff)
         try:
-            yield DocsEnv(environ, bff_url, sandbox_server, op_state)
+            yield DocsEnv(environ, bff_url, sandbox_server, op_state, bff)
         finally:
             stop()
             bff.extensions["arda_amazon_bp"].close()
@@ -762,6 +763,55 @@ def test_the_runbook_checks_read_the_partition_vault_through_op(
         docs_env.op_state.write_text(json.dumps(state), encoding="utf-8")
     assert done.returncode == 1
     assert "Arda-DevOAM" in done.stderr and "read access" in done.stderr, done.stderr
+
+
+def test_the_runbook_eligibility_signals_are_what_the_code_emits(
+    docs_env: DocsEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ast
+
+    from arda_amazon_bp import hookimpl
+
+    sample = next(
+        line.strip()
+        for _, block in fenced_blocks(RUNBOOK_MD, "text")
+        for line in block.splitlines()
+        if "event=associate_not_eligible" in line
+    )
+    prefix, _, shown = sample.partition(" details=")
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    class Pager:
+        @hookimpl
+        def arda_amazon_upstream_event(self, name: str, details: dict[str, Any]) -> None:
+            seen.append((name, details))
+
+    state = docs_env.ready().bff.extensions["arda_amazon_bp"]
+    pager = state.plugin_manager.register(Pager())
+    try:
+        docs_env.sandbox.fault("associate_not_eligible", count=5)
+        client = docs_env.bff.test_client()
+        with caplog.at_level("ERROR", logger="arda_amazon_bp.extension"):
+            answer = client.post(
+                "/api/amazon/import",
+                json={"url": "https://www.amazon.com/dp/B0DZIPT1E8"},
+                headers={"Authorization": "Bearer demo-token"},
+            )
+        smoke = docs_env.bff.test_cli_runner().invoke(
+            args=["amazon", "smoke", "--asin", "B0HSOAP1GL"]
+        )
+    finally:
+        state.plugin_manager.unregister(name=pager)
+        docs_env.sandbox.clear_faults()
+    assert answer.status_code == 502
+    assert answer.get_json()["error"]["details"]["reason"] == "associate_not_eligible"
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith(prefix + " ")]
+    assert len(logged) == 1, caplog.text
+    assert [name for name, _ in seen] == ["associate_not_eligible"]
+    assert set(seen[0][1]) == set(ast.literal_eval(shown)), "the runbook's sample details"
+    assert smoke.exit_code == 1
+    documented = "FAIL: getItems failed: AMAZON_UPSTREAM_UNAVAILABLE (associate_not_eligible)"
+    assert documented in smoke.output and documented in RUNBOOK_MD.read_text(encoding="utf-8")
 
 
 # --- README, tox and CI: the long-running commands are the same strings everywhere ------------
