@@ -90,6 +90,7 @@ class Block:
     args: list[str]
     lang: str | None = None  # fenced blocks only
     body: str = ""  # the fenced content (exact) or the table's lines
+    sample: str | None = None  # a ```text block right after a fenced block: its output
 
     @property
     def where(self) -> str:
@@ -120,6 +121,10 @@ def marked_blocks(path: Path) -> list[Block]:
             assert end is not None, f"{block.where}: unclosed fence"
             block.lang = fence["lang"]
             block.body = "".join(lines[index + 2 : end])
+            rest = lines[end + 1 : end + 3]
+            if rest and not rest[0].strip() and len(rest) > 1 and rest[1].strip() == "```text":
+                close = next(j for j in range(end + 3, len(lines)) if lines[j].strip() == "```")
+                block.sample = "".join(lines[end + 3 : close])
         elif following.startswith("|"):
             table = []
             for row in lines[index + 1 :]:
@@ -714,6 +719,12 @@ def run_block(block: Block, env: DocsEnv, cwd: Path) -> None:
     )
     for text in block.options("expect"):
         assert text in output, f"{block.where}: {text!r} not in the output\n{output[-3000:]}"
+    if block.sample is not None:
+        # The sample output shown after the command: each line starts like a real one
+        # (its label column; values such as times and ids may differ).
+        starts = {line[:14] for line in output.splitlines()}
+        for line in block.sample.splitlines():
+            assert line[:14] in starts, f"{block.where}: sample line {line!r} is not printed"
     assert cs.DEMO_CREDENTIAL_SECRET not in output, f"{block.where}: the secret was printed"
 
 
@@ -726,6 +737,11 @@ def test_the_commands_in_the_docs_run(doc: Path, docs_env: DocsEnv, tmp_path: Pa
         run_block(block, docs_env.ready(), tmp_path)
 
 
+def test_the_runbook_shows_sample_output_of_every_operator_command() -> None:
+    samples = [b for b in marked_blocks(RUNBOOK_MD) if b.kind == "run" and b.sample]
+    assert len(samples) >= 3  # check-credentials, smoke, quota
+
+
 def test_drift_a_block_that_stops_working_fails(docs_env: DocsEnv, tmp_path: Path) -> None:
     failing = Block(RUNBOOK_MD, 1, "run", [], lang="sh", body="echo 'FAIL: nope' >&2; exit 1\n")
     with pytest.raises(AssertionError, match="exit 1"):
@@ -735,6 +751,10 @@ def test_drift_a_block_that_stops_working_fails(docs_env: DocsEnv, tmp_path: Pat
     )
     with pytest.raises(AssertionError, match="not in the output"):
         run_block(changed, docs_env, tmp_path)
+    stale = Block(RUNBOOK_MD, 1, "run", [], lang="sh", body="echo 'OK: done'\n")
+    stale.sample = "OK: done\nquota:        8640 left\n"
+    with pytest.raises(AssertionError, match="is not printed"):
+        run_block(stale, docs_env, tmp_path)
 
 
 def test_the_runbook_checks_read_the_partition_vault_through_op(
