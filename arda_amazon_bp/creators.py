@@ -971,6 +971,10 @@ def _is_timeout(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, urllib3.exceptions.NewConnectionError):
+            # urllib3 2 derives it from ConnectTimeoutError for backwards compatibility,
+            # but it means the connect *failed* (refused, unreachable), as requests knows.
+            return False
         if isinstance(
             current,
             (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError),
