@@ -41,6 +41,23 @@ SMOKE_ASIN_KEY = "AMAZON_SMOKE_ASIN"
 
 _ASIN = re.compile(r"^[A-Z0-9]{10}$")
 
+#: What an operator should do about an upstream ``details.reason`` (printed as ``hint:``).
+OPERATOR_HINTS: dict[str, str] = {
+    "associate_not_eligible": (
+        "Amazon has revoked Creators API access for this Associates account, usually "
+        "because it no longer meets the qualifying-sales requirement. New credentials "
+        "will not help: check the account in Associates Central and tell its owner."
+    ),
+    "invalid_partner_tag": (
+        "the partner tag is not a tracking id of the Associates store these credentials "
+        "belong to; fix the partner-tag field of the credential set."
+    ),
+    "credentials_rejected": (
+        "Amazon refused the credential id or secret; rotate them where the backend reads "
+        "them, then run `flask amazon check-credentials` again."
+    ),
+}
+
 amazon_cli = AppGroup(
     "amazon",
     help="Operator checks for the Amazon import plugin: credentials, a smoke test, quota.",
@@ -99,6 +116,14 @@ def _state() -> Any:
 def _upstream_reason(exc: AmazonImportError) -> str:
     reason = exc.details.get("reason") or exc.details.get("source")
     return f"{exc.code.value}{f' ({reason})' if reason else ''}: {exc.message}"
+
+
+def _hint(out: _Output, report: dict[str, Any], exc: AmazonImportError) -> None:
+    """Add the operator hint for the error's reason, if there is one, to both outputs."""
+    hint = OPERATOR_HINTS.get(str(exc.details.get("reason")))
+    if hint is not None:
+        report["hint"] = hint
+        out.line(f"hint: {hint}")
 
 
 def _unexpected(exc: Exception) -> str:
@@ -193,6 +218,7 @@ def check_credentials(as_json: bool) -> None:
             ),
         )
 
+    out.line("eligibility:   Amazon tells per getItems call; `flask amazon smoke` shows it")
     check_token = getattr(state.client, "check_token", None)
     if not callable(check_token):
         out.line("token:         not checked here; `flask amazon smoke` requests one")
@@ -201,6 +227,7 @@ def check_credentials(as_json: bool) -> None:
         seconds = float(check_token())
     except AmazonImportError as exc:
         report["token"] = {"checked": True, "seconds": None}
+        _hint(out, report, exc)
         out.result(report, ok=False, reason=f"token request failed: {_upstream_reason(exc)}")
     except Exception as exc:
         out.result(report, ok=False, reason=_unexpected(exc))
@@ -281,6 +308,7 @@ def smoke(asin: str | None, as_json: bool) -> None:
             reason=exc.details.get("reason"),
             latency=round(time.perf_counter() - started, 3),
         )
+        _hint(out, report, exc)
         out.result(report, ok=False, reason=f"getItems failed: {_upstream_reason(exc)}")
     except Exception as exc:
         out.result(report, ok=False, reason=_unexpected(exc))
