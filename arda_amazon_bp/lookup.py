@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import islice
 from typing import Any
 
 from . import products
@@ -130,8 +131,13 @@ class _Dispatcher:
                 if self._closed:
                     return
                 oldest = next(iter(self._pending.values()))
+                # What this thread logs while loading credentials or taking a slot serves
+                # the requests at the head of the queue (the next batch): name them.
+                head = islice(self._pending.values(), self._lookup.settings.max_items_per_call)
+                request_ids = sorted({rid for waiter in head for rid in waiter.request_ids})
             try:
-                self._dispatch_one(oldest)
+                with bind_request_ids(request_ids):
+                    self._dispatch_one(oldest)
             except Exception:  # the dispatcher must outlive any bug in one batch
                 logger.exception("amazon lookup dispatcher failed; failing its batch")
 
