@@ -757,32 +757,31 @@ def test_drift_a_block_that_stops_working_fails(docs_env: DocsEnv, tmp_path: Pat
         run_block(stale, docs_env, tmp_path)
 
 
-def test_the_runbook_checks_read_the_partition_vault_through_op(
-    docs_env: DocsEnv, tmp_path: Path
+def test_the_runbook_failure_example_is_what_check_credentials_prints(
+    docs_env: DocsEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The runbook's check names the vault it read, and a vault the service account cannot
-    # see fails with the fix in the message (the same command, another partition's state).
-    block = next(
-        b for b in marked_blocks(RUNBOOK_MD) if b.kind == "run" and "check-credentials" in b.body
-    )
+    # The runbook quotes the message for a vault the service account cannot read; the
+    # same command, in process, with the Dev vault not granted to the service account.
+    import example_bff
+
+    text = " ".join(RUNBOOK_MD.read_text(encoding="utf-8").split())
+    quoted = text[text.index("`FAIL: credentials could not be loaded") + 1 :]
+    quoted = quoted[: quoted.index(" …`")]
     state = json.loads(docs_env.op_state.read_text(encoding="utf-8"))
+    not_granted = docs_env.op_state.with_name("op-state-prod-only.json")
+    not_granted.write_text(json.dumps({**state, "granted": ["Arda-ProdOAM"]}), encoding="utf-8")
+    for name in ("PATH", "OP_SERVICE_ACCOUNT_TOKEN"):
+        monkeypatch.setenv(name, docs_env.environ[name])
+    monkeypatch.setenv("FAKE_OP_STATE", str(not_granted))
+    app = example_bff.create_app(
+        {"AMAZON_CREDENTIALS_BACKEND": "onepassword", "AMAZON_PARTITION": "Dev"}
+    )
     try:
-        docs_env.op_state.write_text(
-            json.dumps({**state, "granted": ["Arda-ProdOAM"]}), encoding="utf-8"
-        )
-        done = subprocess.run(
-            ["bash", "-c", block.body],
-            cwd=tmp_path,
-            env=docs_env.environ,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-            check=False,
-        )
+        result = app.test_cli_runner().invoke(args=["amazon", "check-credentials"])
     finally:
-        docs_env.op_state.write_text(json.dumps(state), encoding="utf-8")
-    assert done.returncode == 1
-    assert "Arda-DevOAM" in done.stderr and "read access" in done.stderr, done.stderr
+        app.extensions["arda_amazon_bp"].close()
+    assert result.exit_code == 1
+    assert quoted in " ".join(result.output.split()), result.output
 
 
 def test_the_runbook_eligibility_signals_are_what_the_code_emits(
