@@ -831,6 +831,7 @@ def test_the_runbook_eligibility_signals_are_what_the_code_emits(
     assert smoke.exit_code == 1
     documented = "FAIL: getItems failed: AMAZON_UPSTREAM_UNAVAILABLE (associate_not_eligible)"
     assert documented in smoke.output and documented in RUNBOOK_MD.read_text(encoding="utf-8")
+    assert "hint: " in smoke.output
 
 
 # --- README, tox and CI: the long-running commands are the same strings everywhere ------------
