@@ -81,6 +81,10 @@ import os
 
 _MARKERS = {markers!r}
 
+# gunicorn >= 25.1 opens a control socket at one path per user ($HOME/.gunicorn): two
+# stacks at once would fight over it. Older versions ignore the unknown setting.
+control_socket_disable = True
+
 
 def post_worker_init(worker):
     # The app is loaded in this worker: tell the launcher (one file per worker pid).
@@ -202,6 +206,7 @@ def _spawn(
     *,
     env: Mapping[str, str] | None = None,
     stdout_pipe: bool = False,
+    cwd: Path | None = None,
 ) -> _Process:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log:
@@ -211,6 +216,7 @@ def _spawn(
             stdout=subprocess.PIPE if stdout_pipe else log,
             stderr=log,
             env=dict(env) if env is not None else None,
+            cwd=cwd,
             start_new_session=True,
             # Only from the main thread: the death signal follows the forking *thread*.
             preexec_fn=(
@@ -550,7 +556,9 @@ def _start_gunicorn(
             *extra,
             "example_bff:create_app()",
         ]
-        process = _spawn("gunicorn", command, workdir, env=env)
+        # cwd: ``python -m`` puts the start directory first on sys.path; the launcher's own
+        # cwd (a checkout, say) must not decide which arda_amazon_bp the workers import.
+        process = _spawn("gunicorn", command, workdir, env=env, cwd=EXAMPLES_DIR)
         url = f"http://{LOOPBACK}:{port}"
         try:
             if _wait_for_bff(process, url, markers, workers, deadline):
