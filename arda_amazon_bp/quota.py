@@ -4,7 +4,7 @@
 :meth:`Quota.acquire` first; a 429 from Amazon is fed back with :meth:`Quota.penalize`.
 Limits come from ``AMAZON_RATE_LIMITS`` (``limits`` notation, parsed with
 :func:`limits.parse_many`), state lives in the ``limits`` storage named by
-``AMAZON_RATE_LIMIT_STORAGE_URI`` under the key ``arda_amazon_bp/<credential key>/…``.
+``AMAZON_RATE_LIMIT_STORAGE_URI`` under keys ``arda_amazon_bp/{<credential key>}/<limit>``.
 
 Strategy: moving window
     A fixed window counts per calendar second, so two calls 1 ms apart on either side of a
@@ -18,28 +18,35 @@ Strategy: moving window
 
 Taking a slot atomically
     ``acquire`` first *reads* every window and any penalty (so a spent daily quota is
-    reported without consuming anything), then *hits* the windows shortest first; the hit
-    is the storage's atomic test-and-add (one Lua script in Redis, one lock in memory), so
-    processes and hosts never both get the last slot. If a later (longer) window refuses
-    after a shorter one was hit — only possible when another process takes the last daily
-    slot between our read and our hit — the shorter hit stays consumed: that wastes at
-    most one per-second slot and never lets a call through, so we accept it.
+    reported without consuming anything), then *takes* the slot with an atomic
+    test-and-add, so processes and hosts never both get the last one. On Redis one Lua
+    script checks every window of the key and records the call in all of them, or in none;
+    it stamps the call with the Redis server's clock at the moment it decides, so neither
+    clock skew between hosts nor a process descheduled between reading its clock and
+    reaching Redis can let a call through (a stale client stamp, in ``limits``' own script,
+    disagrees with the key's TTL, which Redis counts from the moment of the write: the
+    multi-process test caught exactly that under CPU load). The windows' keys carry the
+    credential key as a Redis Cluster hash tag, so that script also works on a cluster.
+    Other storages take the windows one by one, shortest first: if a longer one refuses
+    after a shorter one was hit — another process took the last daily slot between our read
+    and our hit — the shorter hit stays consumed: a wasted per-second slot, never an extra
+    call. The in-memory storage never races: one process's requests for a key take turns.
 
 Margin (``AMAZON_RATE_MARGIN_SECONDS``, default 0.15)
     Amazon counts arrivals; calls sent 1.0 s apart can arrive 0.9 s apart. Every window
     shorter than a minute is therefore made ``margin`` seconds longer: "1/second" becomes
     one call per 1.15 s moving window, "5/second" five per 1.15 s. ``limits``' items only
     know whole seconds, so the window length is carried here as a float and passed to the
-    storage's moving-window primitives (``acquire_entry``/``get_moving_window``):
-    the memory and MongoDB storages only do float arithmetic with it (checked in their
-    source), and ``limits``' Redis reader takes it as a float too. ``limits``' Redis
-    *acquire* script ends with ``EXPIRE key <expiry>``, which Redis rejects for a
-    non-integer (after the entry was pushed, leaving a key without TTL). For Redis-family
-    storages we therefore run our own copy of that script that differs only in using
-    ``PEXPIRE`` — same key, same list layout, read back by ``limits``' own reader. A
-    subclass of ``RateLimitItem`` was not used: its ``get_expiry`` is typed ``int`` and
-    would hit the same ``EXPIRE`` problem. Hosts must keep their clocks in sync (NTP):
-    timestamps are the caller's ``time.time()``, so skew between hosts eats into the margin.
+    storage's moving-window primitives (``acquire_entry``/``get_moving_window``): the
+    memory and MongoDB storages only do float arithmetic with it (checked in their source),
+    and ``limits``' Redis reader takes it as a float too. ``limits``' Redis *acquire*
+    script ends with ``EXPIRE key <expiry>``, which Redis rejects for a non-integer (after
+    the entry was pushed, leaving a key without TTL), so Redis-family storages run the
+    script described above instead: ``PEXPIRE``, same keys and list layout, read back by
+    ``limits``' own reader. A subclass of ``RateLimitItem`` with a fractional expiry was not
+    used: its ``get_expiry`` is typed ``int`` and would hit the same ``EXPIRE`` problem.
+    Readers use the local clock against the server's stamps: skew between them only shifts
+    when a waiter wakes up (early wake-ups are refused and retried after a few ms).
 
 Waiting, fairly
     When a window is busy, a request waits for the next slot up to ``max_wait`` (default
@@ -72,7 +79,8 @@ Storage per process, and outages
     storage at most every :data:`PROBE_INTERVAL_SECONDS` and switches back when it answers;
     the calls made during the outage are then added to the shared windows of a minute or
     longer (the daily count), and the local copy keeps guarding the short windows, so the
-    switch itself cannot produce a burst.
+    switch itself cannot produce a burst. :meth:`Quota.status` answers from the local copy
+    meanwhile; :attr:`Quota.degraded` says which one is in use.
 """
 
 from __future__ import annotations
@@ -129,30 +137,40 @@ _MAX_PENALTY_SECONDS = 86_400.0
 
 _T = TypeVar("_T")
 
-# limits' acquire_moving_window.lua with PEXPIRE instead of EXPIRE, so a window may last a
-# fraction of a second (Redis refuses EXPIRE with a non-integer). It pushes ARGV[1] as
-# given, so timestamps keep Python's exact repr.
+# limits' acquire_moving_window.lua, for all of a key's windows in one step, with two
+# changes: the stamp is the Redis server's clock (TIME), taken when the decision is made,
+# so entries are in order and agree with the key's TTL whatever the callers' clocks or
+# scheduling delays; and PEXPIRE, because Redis refuses EXPIRE with a fractional window.
+# ARGV: amount, then (limit, expiry) per key. Returns 0, or the index of the full window.
 _ACQUIRE_LUA = b"""
-local limit = tonumber(ARGV[2])
-local expiry = tonumber(ARGV[3])
-local amount = tonumber(ARGV[4])
-if amount > limit then
-    return false
-end
-local entry = redis.call('lindex', KEYS[1], limit - amount)
-if entry and tonumber(entry) >= tonumber(ARGV[1]) - expiry then
-    return false
+if redis.replicate_commands then redis.replicate_commands() end -- TIME before writes, Redis<5
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+local amount = tonumber(ARGV[1])
+for i = 1, #KEYS do
+    local limit = tonumber(ARGV[2 * i])
+    local expiry = tonumber(ARGV[2 * i + 1])
+    if amount > limit then
+        return i
+    end
+    local entry = redis.call('lindex', KEYS[i], limit - amount)
+    if entry and tonumber(entry) >= now - expiry then
+        return i
+    end
 end
 local entries = {}
-for i = 1, amount do
-    entries[i] = ARGV[1]
+for j = 1, amount do
+    entries[j] = string.format('%.6f', now)
 end
-for i = 1, #entries, 5000 do
-    redis.call('lpush', KEYS[1], unpack(entries, i, math.min(i + 4999, #entries)))
+for i = 1, #KEYS do
+    local limit = tonumber(ARGV[2 * i])
+    for j = 1, #entries, 5000 do
+        redis.call('lpush', KEYS[i], unpack(entries, j, math.min(j + 4999, #entries)))
+    end
+    redis.call('ltrim', KEYS[i], 0, limit - 1)
+    redis.call('pexpire', KEYS[i], math.ceil(tonumber(ARGV[2 * i + 1]) * 1000))
 end
-redis.call('ltrim', KEYS[1], 0, limit - 1)
-redis.call('pexpire', KEYS[1], math.ceil(expiry * 1000))
-return true
+return 0
 """
 
 # A penalty is a key that lives until the penalty ends; a shorter one never cuts it short.
@@ -196,7 +214,9 @@ class _Window:
         return self.item.GRANULARITY.name
 
     def key(self, key: str) -> str:
-        return self.item.key_for(key)
+        # The braces are a Redis Cluster hash tag: all windows of a key share one slot, so
+        # one script can take them together.
+        return self.item.key_for(f"{{{key}}}")
 
 
 @dataclass(frozen=True)
@@ -270,7 +290,7 @@ def _redact(uri: str) -> str:
 
 
 def _penalty_key(key: str) -> str:
-    return f"{NAMESPACE}/{key}/penalty"
+    return f"{NAMESPACE}/{{{key}}}/penalty"
 
 
 class _Store:
@@ -302,17 +322,34 @@ class _Store:
         return (*found, StorageError, ConnectionError, TimeoutError)
 
     def _redis_key(self, key: str) -> str:
-        return cast(RedisStorage, self.storage).prefixed_key(key)
+        """The key as limits' own Redis reader spells it (its prefix included)."""
+        storage = cast(RedisStorage, self.storage)
+        prefixed = getattr(storage, "prefixed_key", None)  # limits >= 5; older: same format
+        if prefixed is not None:
+            return str(prefixed(key))
+        return f"{getattr(storage, 'key_prefix', 'LIMITS')}:{key}"
 
-    def hit(self, window: _Window, key: str, now: float, amount: int = 1) -> bool:
-        """Atomically add ``amount`` calls at ``now`` if the window has room for them."""
+    def hit(self, windows: tuple[_Window, ...], key: str, amount: int = 1) -> _Window | None:
+        """Add ``amount`` calls to every window if all have room; else the one that refused.
+
+        Redis decides for all windows in one script. Other storages take them one by one,
+        shortest first: if a longer one then refuses (another process took its last slot
+        meanwhile), the shorter hits stay — a wasted short slot, never an extra call.
+        """
         if self._redis is not None:
-            keys = [self._redis_key(window.key(key))]
-            return bool(self._acquire(keys, [now, window.amount, window.expiry, amount]))
-        # limits annotates expiry as int; memory/MongoDB only compute with it (see docstring).
-        return self._moving.acquire_entry(
-            window.key(key), window.amount, cast(int, window.expiry), amount=amount
-        )
+            keys = [self._redis_key(w.key(key)) for w in windows]
+            args: list[float] = [amount]
+            for w in windows:
+                args += [w.amount, w.expiry]
+            refused = int(self._acquire(keys, args))
+            return windows[refused - 1] if refused else None
+        for w in windows:
+            # limits annotates expiry as int; memory/MongoDB only compute with it.
+            if not self._moving.acquire_entry(
+                w.key(key), w.amount, cast(int, w.expiry), amount=amount
+            ):
+                return w
+        return None
 
     def window(self, window: _Window, key: str) -> tuple[float, int]:
         """(timestamp of the oldest call still in the window, calls in the window)."""
@@ -556,7 +593,6 @@ class Quota:
         )
         # Calls made during the outage still count against the long windows (the daily
         # quota), timestamped now: conservative. Short windows are bridged by the local copy.
-        now = self._clock()
         try:
             for key, calls in owed.items():
                 for window in self._windows:
@@ -565,7 +601,7 @@ class Quota:
                     _, used = primary.window(window, key)
                     amount = min(calls, window.amount - used)
                     if amount > 0:
-                        primary.hit(window, key, now, amount)
+                        primary.hit((window,), key, amount)
         except primary.errors as exc:
             self._went_down(exc)
 
@@ -632,14 +668,12 @@ class Quota:
             busy = _later(busy, self._busy(shadow, key, now))
         if busy is not None:
             return busy
-        for window in self._windows:  # shortest first: a refusal there wastes nothing
-            if not store.hit(window, key, now):
-                start, used = store.window(window, key)
-                # Refused although the read said free: another process won the race.
-                return _Busy(max(start + window.expiry, now) if used else now, window)
+        refused = store.hit(self._windows, key)
+        if refused is not None:  # the read said free: another process won the race
+            start, used = store.window(refused, key)
+            return _Busy(max(start + refused.expiry, now) if used else now, refused)
         if shadow is not None:
-            for window in self._windows:
-                shadow.hit(window, key, now)
+            shadow.hit(self._windows, key)
         return None
 
     def _busy(self, store: _Store, key: str, now: float) -> _Busy | None:

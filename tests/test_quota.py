@@ -2,8 +2,9 @@
 
 Single-process behaviour runs on a frozen clock: ``limits``' storages read ``time.time``
 from their own modules, so the ``clock`` fixture replaces that reference in
-``limits.storage.memory`` (and ``limits.storage.redis`` where a test asks) with the same
-fake clock the :class:`Quota` gets; its ``sleep`` advances that clock. Multi-thread and
+``limits.storage.memory`` with the same fake clock the :class:`Quota` gets; its ``sleep``
+advances that clock. On Redis the server stamps calls with its own clock, so Redis tests
+run on real time and check the stamps Redis recorded. Multi-thread and
 multi-process tests run on real time with fast limits and only assert upper bounds with
 generous slack, or exact storage timestamps.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -24,7 +26,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import limits.storage.memory
-import limits.storage.redis
 import pytest
 import redis
 
@@ -353,26 +354,52 @@ def test_two_quotas_share_limits_and_penalties_through_redis(
     assert int(error.headers["Retry-After"]) in (29, 30)
 
 
-def test_fractional_window_on_real_redis(
-    redis_url: str, clock: FakeClock, new_quota: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # limits' Redis reader takes its time from its module: freeze it with ours.
-    monkeypatch.setattr(limits.storage.redis, "time", SimpleNamespace(time=clock.time))
-    quota = new_quota(make_settings("1/second;100/day", 0.15, redis_url), clock)
+def test_fractional_window_on_real_redis(redis_url: str, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1/second;100/day", 0.15, redis_url, max_wait=3))
+    before = time.time()
     quota.acquire(KEY)
+    quota.acquire(KEY)  # waits for the slot 1.15 s later
 
     client = redis.Redis.from_url(redis_url)
-    key = f"LIMITS:arda_amazon_bp/{KEY}/1/1/second"
-    assert [float(t) for t in client.lrange(key, 0, -1)] == [T0]
-    assert 1000 < client.pttl(key) <= 1150  # PEXPIRE: limits' EXPIRE refuses 1.15
-    assert 86_399_000 < client.pttl(f"LIMITS:arda_amazon_bp/{KEY}/100/1/day") <= 86_400_000
+    second_key = f"LIMITS:arda_amazon_bp/{{{KEY}}}/1/1/second"
+    day_key = f"LIMITS:arda_amazon_bp/{{{KEY}}}/100/1/day"
+    later, first = (float(t) for t in client.lrange(day_key, 0, -1))  # server stamps
+    assert [float(t) for t in client.lrange(second_key, 0, -1)] == [later]
+    assert 1000 < client.pttl(second_key) <= 1150  # PEXPIRE: limits' EXPIRE refuses 1.15
+    assert 86_399_000 < client.pttl(day_key) <= 86_400_000
     client.close()
+    assert before - 1 < first < before + 1
+    assert later - first > 1.15  # the margin, as Redis itself recorded it
 
-    clock.at(1.10)
     assert refusal(quota).details["limit"] == "second"
-    clock.at(1.151)
-    quota.acquire(KEY, max_wait=0)
-    assert quota.status(KEY)[1].used == 2
+    second, day = quota.status(KEY)
+    assert second.used == 1
+    assert second.reset_at == pytest.approx(later + 1.15, abs=1e-3)
+    assert day.used == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_gets_fresh_connections_and_shares_the_limit(
+    redis_url: str, new_quota: Any
+) -> None:
+    quota = new_quota(make_settings("1/second;100/day", uri=redis_url))
+    quota.acquire(KEY)  # the parent's connection is open
+    pid = os.fork()
+    if pid == 0:  # the child, like a gunicorn worker forked after import
+        code = 1
+        try:
+            if quota._primary is not None:
+                code = 3  # still holding the parent's storage and sockets
+            else:
+                try:
+                    quota.acquire(KEY, max_wait=0)
+                except AmazonImportError as exc:
+                    code = 0 if exc.details["limit"] == "second" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert quota.status(KEY)[1].used == 1  # the parent's connection still works
 
 
 def run_workers(uri: str, limits: str, margin: float, seconds: float, key: str) -> list[dict]:
@@ -420,7 +447,7 @@ def test_processes_share_the_limit_through_redis(redis_url: str) -> None:
     # The daily list holds the exact timestamp of every slot taken, by any process.
     client = redis.Redis.from_url(redis_url)
     stamps = sorted(
-        float(t) for t in client.lrange(f"LIMITS:arda_amazon_bp/{key}/100000/1/day", 0, -1)
+        float(t) for t in client.lrange(f"LIMITS:arda_amazon_bp/{{{key}}}/100000/1/day", 0, -1)
     )
     client.close()
     returned = [t for result in results for t in result["times"]]
@@ -479,22 +506,14 @@ def test_redis_outage_falls_back_per_process_and_recovers(
     own_redis.stop()
     started = time.monotonic()
     quota.acquire(KEY)  # the local copy still knows the two calls: waits ~1 s, no hang
+    quota.acquire(KEY)  # the other slot of that second
     assert time.monotonic() - started <= 1.5 + 0.5
     assert quota.degraded
-    outage_calls = 1
-    refused: AmazonImportError | None = None
-    for _ in range(3):  # still limited within the process
-        try:
-            quota.acquire(KEY, max_wait=0)
-        except AmazonImportError as exc:
-            refused = exc
-            break
-        outage_calls += 1
-    assert refused is not None
-    assert refused.details["limit"] == "second"
+    outage_calls = 2
     started = time.monotonic()
-    refusal(quota, max_wait=0.2)
+    error = refusal(quota, max_wait=0.2)  # still limited within the process, and promptly
     assert time.monotonic() - started <= 0.2 + 0.5
+    assert error.details["limit"] == "second"
     assert warnings_about(caplog, "unreachable") == 1  # once per outage, not per call
     assert quota.status(KEY)[0].used >= 1  # status keeps answering, from the local copy
 
