@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +77,29 @@ class FakeClock:
 
 def warnings_from(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == level]
+
+
+def run_forked(child: Callable[[], bool], timeout: float = 10) -> bool:
+    """Run ``child`` in a forked process; whether it returned True. A hung child is killed."""
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            # A deadlocked child must not outlive the test (or hold the run's output pipe).
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(int(timeout) + 1)
+            ok = child()
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung (a lock inherited from the parent?)")
 
 
 @dataclass
@@ -145,6 +169,13 @@ def test_round_trip(cache: ProductCache) -> None:
         ["www.amazon.com:B0EXAMPLE2", "www.amazon.com:B0MISSING0", "www.amazon.com:B0EXAMPLE2"]
     ) == {"www.amazon.com:B0EXAMPLE2": two}
     assert cache.get_many([]) == {}
+
+
+def test_text_that_is_not_valid_utf8_round_trips(cache: ProductCache) -> None:
+    # A lone surrogate (from a badly cut emoji, say) cannot be UTF-8; it must survive anyway.
+    record = product(title="broken \ud83d emoji", brand="Ünïcode ✓")
+    cache.set("k", record, 60)
+    assert cache.get("k") == record
 
 
 def test_set_replaces_the_value(cache: ProductCache) -> None:
@@ -359,18 +390,13 @@ def test_memory_refuses_a_bad_bound(max_entries: Any) -> None:
 def test_memory_forked_child_starts_afresh() -> None:
     cache = MemoryCache(10)
     cache.set("parent", product(), 60)
+
+    def child() -> bool:  # must neither deadlock nor see half-made state
+        cache.set("child", product(), 60)
+        return cache.get("child") == product() and cache.get("parent") is None
+
     with cache._lock:  # as if another thread were mid-update when the worker forks
-        pid = os.fork()
-        if pid == 0:  # the child: must neither deadlock nor see half-made state
-            status = 1
-            try:
-                cache.set("child", product(), 60)
-                if cache.get("child") == product() and cache.get("parent") is None:
-                    status = 0
-            finally:
-                os._exit(status)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+        assert run_forked(child)
     assert cache.get("parent") == product()
     assert cache.get("child") is None
 
@@ -514,17 +540,14 @@ def test_redis_forked_child_uses_its_own_connection(redis_url: str) -> None:
     cache = RedisCache(redis_url, namespace="ns")
     cache.set("parent", product(), 60)  # the parent now holds a pooled connection
     parent_client = cache._client()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            if cache._client() is not parent_client and cache.get("parent") == product():
-                cache.set("child", product("B0CHILD001"), 60)
-                status = 0
-        finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> bool:
+        if cache._client() is parent_client or cache.get("parent") != product():
+            return False
+        cache.set("child", product("B0CHILD001"), 60)
+        return True
+
+    assert run_forked(child)
     # the parent's socket was not used by the child: its replies still line up
     assert cache.get("parent") == product()
     assert cache.get("child") == product("B0CHILD001")
@@ -548,6 +571,9 @@ def test_redis_outage_is_a_miss_logged_once(
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     cache = RedisCache(own_redis.url, namespace="ns", retry_interval=0)  # try Redis every call
+    retry = cache._client().get_retry()
+    assert retry is not None
+    assert retry.get_retries() == 0  # redis-py's backoff retries would hold each call
     cache.set("k", product(), 60)
     assert cache.get("k") == product()
 
