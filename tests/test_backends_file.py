@@ -9,6 +9,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from arda_amazon_bp.backends.file import FileBackend, from_config
@@ -116,9 +117,19 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
         os.close(fd)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_an_unreadable_file_is_refused(credentials_file: CredentialsFile) -> None:
+def test_an_unreadable_file_is_refused(
+    credentials_file: CredentialsFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
     credentials_file.write(mode=0o000)
+    if os.geteuid() == 0:  # root reads any file: make the open fail as it would for others
+        real_open = Path.open
+
+        def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+            if self == credentials_file.path:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", denied)
     assert "cannot be read by this process" in str(_error(FileBackend(credentials_file.path)))
 
 
