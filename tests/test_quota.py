@@ -444,7 +444,8 @@ def test_processes_share_the_limit_through_redis(redis_url: str) -> None:
     key = "multi-process"
     results = run_workers(redis_url, "2/second;100000/day", 0.15, 2.5, key)
 
-    # The daily list holds the exact timestamp of every slot taken, by any process.
+    # The daily list holds Redis' own stamp of every slot taken by any process: the same
+    # stamp the per-second window got, in the same script.
     client = redis.Redis.from_url(redis_url)
     stamps = sorted(
         float(t) for t in client.lrange(f"LIMITS:arda_amazon_bp/{{{key}}}/100000/1/day", 0, -1)
