@@ -83,6 +83,24 @@ def serving_workers(stack: StackHandle) -> set[str]:
     return set(re.findall(r"access pid=<(\d+)> status=\d+ /api/amazon/import", stack.logs()))
 
 
+def running(pid: int | None) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def all_gone(pids: list[int | None], within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while any(running(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def assert_rate_limited(response: requests.Response) -> None:
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "AMAZON_RATE_LIMITED"
@@ -196,6 +214,9 @@ def test_memory_storage_with_three_workers_exceeds_the_rate() -> None:
                 break
         assert stats["max_calls_in_window"] > RATE, stats
         assert len(serving_workers(stack)) >= 2
+        pids = [stack.gunicorn_pid, *stack.worker_pids()]
+    # The launcher leaves nothing behind: gunicorn's master and workers are gone.
+    assert all_gone(pids), [p for p in pids if running(p)]
 
 
 # -- Redis outage ------------------------------------------------------------------------
@@ -236,7 +257,7 @@ def test_redis_outage_falls_back_per_process_and_sharing_resumes(
 
         # 2. Redis dies: imports go on, each worker limiting itself.
         own_redis.stop()
-        outage = phase(synthetic(400, 8))
+        outage = phase(synthetic(400, 24))
         assert outage, "no upstream call during the outage"
         assert max_in_window([c["monotonic"] for c in outage], 1.0) <= RATE * workers
         assert stack.sandbox.stats(calls=False)["throttled_calls"] == 0
