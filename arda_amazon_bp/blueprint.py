@@ -6,6 +6,7 @@ registered on this blueprint only, so the host's own error format stays untouche
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 from flask import current_app, g, request
 from flask.typing import ResponseReturnValue
 from flask_smorest import Blueprint
-from werkzeug.exceptions import HTTPException
+from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import products
 from .errors import AmazonImportError, ErrorCode
@@ -41,6 +43,39 @@ _ERROR_DOCS: dict[int, str] = {
     502: "AMAZON_UPSTREAM_UNAVAILABLE (details.reason says why)",
 }
 _BATCH_ERROR_STATUSES = (400, 401, 413, 500)
+
+
+class _BodyParser(FlaskParser):
+    """webargs' parser, with every unparsable JSON body refused as invalid JSON, and a
+    chunked body over ``MAX_CONTENT_LENGTH`` refused with 413 (:func:`_refuse_cut_body`).
+
+    ``json.loads`` raises ``RecursionError`` on deeply nested arrays (about 1,000 levels
+    suffice) and a plain ``ValueError`` on integers longer than Python's 4,300-digit
+    limit; webargs only catches ``JSONDecodeError``, so both became a 500.
+    """
+
+    def _raw_load_json(self, req: Any) -> Any:
+        _refuse_cut_body(req)
+        try:
+            return super()._raw_load_json(req)
+        except json.JSONDecodeError:
+            raise
+        except (RecursionError, ValueError) as exc:
+            # A non-empty doc: webargs reads an empty one as "no body at all".
+            raise json.JSONDecodeError(f"unparsable JSON ({type(exc).__name__})", "-", 0) from None
+
+
+def _refuse_cut_body(req: Any) -> None:
+    """413 for a body without Content-Length (chunked) that goes on past the limit.
+
+    werkzeug stops reading such a body at ``MAX_CONTENT_LENGTH`` without complaint, so a
+    longer one would be parsed from its first MAX_CONTENT_LENGTH bytes.
+    """
+    limit = req.max_content_length
+    if limit is None or req.content_length is not None or not is_json_request(req):
+        return
+    if len(req.get_data(cache=True)) >= limit and req.input_stream.read(1):
+        raise RequestEntityTooLarge()
 
 
 def _state() -> Any:
@@ -95,6 +130,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
         url_prefix=url_prefix,
         description="Import products from a pasted Amazon link (Creators API).",
     )
+    blp.ARGUMENTS_PARSER = _BodyParser()
 
     @blp.before_request
     def _begin() -> None:
