@@ -15,7 +15,7 @@ from flask_smorest import Api
 
 from . import config, logs
 from .blueprint import make_blueprint
-from .cache import ProductCache, cache_from_uri
+from .cache import NullCache, ProductCache, cache_from_uri
 from .config import ConfigError, Settings
 from .creators import CreatorsClient
 from .credentials import CredentialProvider, backend_from_plugins
@@ -114,10 +114,15 @@ class AmazonImport:
 
         credentials = CredentialProvider(backend, settings.credentials_ttl_seconds)
         quota = Quota(settings)
-        cache = cache_from_uri(
-            settings.cache_storage_uri,
-            namespace=f"{settings.marketplace}",
-            max_entries=settings.cache_max_entries,
+        # TTL 0 turns the cache off: then its storage is neither needed nor validated.
+        cache: ProductCache = (
+            cache_from_uri(
+                settings.cache_storage_uri,
+                namespace=settings.marketplace,
+                max_entries=settings.cache_max_entries,
+            )
+            if settings.cache_ttl_seconds > 0
+            else NullCache()
         )
         state: AmazonImportState
         client = CreatorsClient(
