@@ -10,7 +10,11 @@ A naive client spends one upstream call per import. Here:
 
 One dispatcher thread per marketplace and process takes slots and forms batches; the
 HTTP calls themselves run on a small pool, so a slow answer never holds the next slot
-back when the configured rate allows more than one call in flight.
+back when the configured rate allows more than one call in flight. A slot is taken only
+once a pool thread is free to send its call at once: the limiter spaces *slots*, and
+Amazon counts *arrivals*, so a call that queued for a thread after its slot was taken
+(the fifth of a burst under a 5/second limit, one call's duration late) would eat the
+``AMAZON_RATE_MARGIN_SECONDS`` margin and could arrive inside Amazon's window.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class _Dispatcher:
         self._pool = ThreadPoolExecutor(
             max_workers=MAX_CALLS_IN_FLIGHT, thread_name_prefix=f"arda-amazon-{marketplace}"
         )
+        # One permit per pool thread: held from taking a slot until the call is done.
+        self._free_threads = threading.BoundedSemaphore(MAX_CALLS_IN_FLIGHT)
         self._thread = threading.Thread(
             target=self._run, name=f"arda-amazon-dispatch-{marketplace}", daemon=True
         )
@@ -147,6 +153,20 @@ class _Dispatcher:
         except CredentialsError as exc:
             self._fail(self._take(len(self._pending)), _credentials_error(exc))
             return
+        # A slot is taken only when its call can leave at once (see the module docstring).
+        while not self._free_threads.acquire(timeout=0.5):
+            if self._closed:
+                return
+        sent = False
+        try:
+            sent = self._take_slot_and_send(credentials, oldest)
+        finally:
+            if not sent:
+                self._free_threads.release()
+
+    def _take_slot_and_send(self, credentials: Credentials, oldest: _Waiter) -> bool:
+        """With a free thread in hand: take a slot and hand a batch to the pool (True),
+        or answer those who cannot wait any longer (False)."""
         budget = max(0.0, oldest.deadline - time.monotonic())
         try:
             self._lookup.quota.acquire(credentials.quota_key, max_wait=budget)
@@ -161,10 +181,16 @@ class _Dispatcher:
                 ] or [oldest.asin]
                 waiters = [self._pending.pop(a) for a in expired if a in self._pending]
             self._fail(waiters, exc)
-            return
+            return False
         batch = self._take(self._lookup.settings.max_items_per_call, in_flight=True)
-        if batch:  # empty only if every waiter was answered meanwhile
+        if not batch:  # empty only if every waiter was answered meanwhile
+            return False
+        try:
             self._pool.submit(self._call, credentials, batch)
+        except RuntimeError as exc:  # the pool was shut down (close()) meanwhile
+            self._finish(batch, error=exc)
+            return False
+        return True
 
     def _take(self, limit: int, *, in_flight: bool = False) -> list[_Waiter]:
         """Pop up to ``limit`` waiters, FIFO; with ``in_flight`` they join ``_in_flight``
@@ -177,6 +203,12 @@ class _Dispatcher:
             return waiters
 
     def _call(self, credentials: Credentials, batch: list[_Waiter]) -> None:
+        try:
+            self._call_upstream(credentials, batch)
+        finally:
+            self._free_threads.release()
+
+    def _call_upstream(self, credentials: Credentials, batch: list[_Waiter]) -> None:
         asins = [w.asin for w in batch]
         request_ids = sorted({rid for w in batch for rid in w.request_ids})
         first_attempt = True
