@@ -621,7 +621,7 @@ class Options:
     hit_duration: float = 10.0
     client_procs: int = 2
     memory_entries: int = 100_000
-    skip_memory: bool = False
+    parts: tuple[str, ...] = ("coalesced", "cache", "baseline", "memory")
 
     @classmethod
     def quick(cls) -> Options:
@@ -693,43 +693,55 @@ def gunicorn_stack(options: Options, redis_url: str, config: Mapping[str, Any]) 
 
 def run_all(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every phase, in order; the raw results (see :func:`render`)."""
-    results: dict[str, Any] = {"options": dataclass_dict(options), "cpus": os.cpu_count()}
+    results: dict[str, Any] = {
+        "options": dataclass_dict(options),
+        "cpus": os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
+    }
+    wanted = set(options.parts)
     with redis_server() as redis:
         log(f"redis-server on {redis.url}")
-        config = coalesced_config(options)
-        log(f"[1/4] coalescing: {options.clients} clients x {options.duration:g} s ...")
-        with gunicorn_stack(options, redis.url, config) as stack:
-            results["config"] = {k: v for k, v in stack.config.items() if "CREDENTIAL" not in k}
-            results["coalesced"] = measure_distinct(
-                stack.bff_url,
-                stack.sandbox.url,
-                clients=options.clients,
-                duration=options.duration,
-                first_asin=COALESCED_FIRST,
-            )
-            log(f"[2/4] cache hits: {options.hit_clients} clients x {options.hit_duration:g} s ...")
-            results["cache"] = measure_cache_hits(
-                stack.bff_url,
-                stack.sandbox.url,
-                asins=options.hit_asins,
-                rounds=options.hit_rounds,
-                clients=options.hit_clients,
-                duration=options.hit_duration,
-                procs=options.client_procs,
-            )
-        redis.flush()  # the baseline starts with empty limiter windows and no cache
-        log(f"[3/4] naive baseline: {options.clients} clients x {options.duration:g} s ...")
-        with gunicorn_stack(options, redis.url, baseline_config(options)) as stack:
-            results["baseline"] = measure_distinct(
-                stack.bff_url,
-                stack.sandbox.url,
-                clients=options.clients,
-                duration=options.duration,
-                first_asin=BASELINE_FIRST,
-            )
-    if not options.skip_memory:
-        log(f"[4/4] memory: {options.memory_entries:,} products ...")
+        if wanted & {"coalesced", "cache"}:
+            with gunicorn_stack(options, redis.url, coalesced_config(options)) as stack:
+                results["config"] = {k: v for k, v in stack.config.items() if "CREDENTIAL" not in k}
+                if "coalesced" in wanted:
+                    log(f"coalescing: {options.clients} clients x {options.duration:g} s ...")
+                    results["coalesced"] = measure_distinct(
+                        stack.bff_url,
+                        stack.sandbox.url,
+                        clients=options.clients,
+                        duration=options.duration,
+                        first_asin=COALESCED_FIRST,
+                    )
+                if "cache" in wanted:
+                    log(
+                        f"cache hits: {options.hit_clients} clients x "
+                        f"{options.hit_duration:g} s ..."
+                    )
+                    results["cache"] = measure_cache_hits(
+                        stack.bff_url,
+                        stack.sandbox.url,
+                        asins=options.hit_asins,
+                        rounds=options.hit_rounds,
+                        clients=options.hit_clients,
+                        duration=options.hit_duration,
+                        procs=options.client_procs,
+                    )
+        if "baseline" in wanted:
+            redis.flush()  # the baseline starts with empty limiter windows and no cache
+            log(f"naive baseline: {options.clients} clients x {options.duration:g} s ...")
+            with gunicorn_stack(options, redis.url, baseline_config(options)) as stack:
+                results["baseline"] = measure_distinct(
+                    stack.bff_url,
+                    stack.sandbox.url,
+                    clients=options.clients,
+                    duration=options.duration,
+                    first_asin=BASELINE_FIRST,
+                )
+    if "memory" in wanted:
+        log(f"memory: {options.memory_entries:,} products ...")
         results["memory"] = measure_memory(options.memory_entries)
+    results["loadavg_after"] = os.getloadavg()
     return results
 
 
@@ -820,6 +832,13 @@ def render(results: Mapping[str, Any]) -> str:
     out: list[str] = []
     add = out.append
     coalesced, baseline = results.get("coalesced"), results.get("baseline")
+    load = [results.get("loadavg_before"), results.get("loadavg_after")]
+    add(
+        f"machine: {results.get('cpus')} CPUs, shared by gunicorn, Redis, the sandbox and the "
+        "load generator; 1-min load average before/after: "
+        + "/".join(f"{value[0]:.1f}" if value else "?" for value in load)
+    )
+    add("")
     if coalesced:
         add(
             f"1. Distinct ASINs - {o['clients']} clients for {o['duration']:g} s; sandbox "
@@ -882,10 +901,6 @@ def render(results: Mapping[str, Any]) -> str:
             f"{_ratio(cache['hit_load_p50'], cache['health_load_p50']):>7.2f}x"
         )
         add(f"   statuses: /healthz {cache['health_statuses']}, import {cache['hit_statuses']}")
-        add(
-            f"   machine: {results.get('cpus')} CPUs shared by gunicorn, Redis and the "
-            "load generator"
-        )
         add("")
     memory = results.get("memory")
     if memory:
@@ -940,7 +955,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
     parser.add_argument("--hit-duration", type=float, help="seconds per cache-hit load (10)")
     parser.add_argument("--client-procs", type=int, help="load-generator processes (2)")
     parser.add_argument("--memory-entries", type=int, help="products for the memory run")
-    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--parts",
+        default="coalesced,cache,baseline,memory",
+        help="comma-separated subset of: coalesced,cache,baseline,memory",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
@@ -963,7 +982,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
         value = getattr(args, name)
         if value is not None:
             setattr(options, name, value)
-    options.skip_memory = args.skip_memory
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    unknown = set(parts) - set(Options.parts)
+    if unknown or not parts:
+        parser.error(f"--parts: unknown {sorted(unknown)}; choose from {list(Options.parts)}")
+    options.parts = parts
     if options.rate < 1 or options.clients < 1 or options.workers < 1 or options.threads < 1:
         parser.error("--rate, --clients, --workers and --threads must be >= 1")
     return options, args
