@@ -403,7 +403,8 @@ class CreatorsClient:
             {"data": fields} if credentials.family == "cognito" else {"json": fields}
         )
         started = self._clock()
-        secrets = (credentials.credential_secret,)
+        # The id too: only its last characters are ever shown (CLI), never in a log line.
+        secrets = (credentials.credential_secret, credentials.credential_id)
 
         def interpret(response: requests.Response, call: _Call, data: bytes) -> _Token:
             return self._interpret_token(response, call, data, credentials, started)
@@ -494,7 +495,7 @@ class CreatorsClient:
             self._api_url,
             marketplace,
             asins,
-            (credentials.credential_secret, token),
+            (credentials.credential_secret, token, credentials.credential_id),
             interpret,
             headers=headers,
             data=json.dumps(body).encode(),
@@ -1021,6 +1022,6 @@ def _redact(text: str | None, secrets: Sequence[str]) -> str | None:
     """Remove anything secret an upstream message might echo (before truncating it)."""
     if not text:
         return text
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):  # a longer one may hold a shorter
         text = text.replace(secret, "[redacted]")
     return _BEARER.sub("Bearer [redacted]", text)
