@@ -315,7 +315,7 @@ class SandboxClient:
 # ------------------------------------------------------------------------------ stack
 
 
-@dataclass
+@dataclass(eq=False)  # identity: handles live in a set until stopped
 class StackHandle:
     """A running stack. A context manager; ``stop()`` is idempotent."""
 
@@ -405,12 +405,6 @@ class StackHandle:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
 
 
 _LIVE: set[StackHandle] = set()
