@@ -708,6 +708,7 @@ def run_all(options: Options, log: Callable[[str], None] = print) -> dict[str, A
         "options": dataclass_dict(options),
         "cpus": os.cpu_count(),
         "loadavg_before": os.getloadavg(),
+        "cpu_calibration_ms": cpu_calibration_ms(),
     }
     wanted = set(options.parts)
     with redis_server() as redis:
@@ -755,6 +756,19 @@ def run_all(options: Options, log: Callable[[str], None] = print) -> dict[str, A
         results["memory"] = measure_memory(options.memory_entries)
     results["loadavg_after"] = os.getloadavg()
     return results
+
+
+def cpu_calibration_ms() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 5): how fast this machine's
+    cores are for Python right now, so numbers from two machines can be compared."""
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for number in range(1_000_000):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
 
 
 def dataclass_dict(options: Options) -> dict[str, Any]:
@@ -853,6 +867,11 @@ def render(results: Mapping[str, Any]) -> str:
         f"machine: {results.get('cpus')} CPUs, shared by gunicorn, Redis, the sandbox and the "
         "load generator; 1-min load average before/after: "
         + "/".join(f"{value[0]:.1f}" if value else "?" for value in load)
+        + (
+            f"; 10^6-iteration Python loop: {results['cpu_calibration_ms']:.0f} ms"
+            if "cpu_calibration_ms" in results
+            else ""
+        )
     )
     add("")
     if coalesced:
