@@ -25,14 +25,10 @@ from typing import Any
 
 import creators_sandbox as cs
 import pytest
-import schemathesis
 from fixtures_app import USER_TOKEN, AmazonMock, make_item
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from arda_amazon_bp.errors import ErrorCode
 
@@ -164,6 +160,11 @@ def test_any_bytes_with_any_content_type_get_the_envelope(
 
 def test_openapi_document_fuzzed_by_schemathesis(hostile_app: Flask) -> None:
     """Positive and negative cases for every import route, checked against the document."""
+    schemathesis = pytest.importorskip("schemathesis", reason="schemathesis (dev extra)")
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
     schema = schemathesis.openapi.from_wsgi("/openapi.json", hostile_app)
     paths = sorted(op.ok().path for op in schema.get_all_operations())
     assert paths == ["/api/amazon/import", "/api/amazon/import/batch"]
