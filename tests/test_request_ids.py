@@ -231,8 +231,14 @@ def test_a_coalesced_call_names_every_request_it_serves(
 ) -> None:
     """Two requests that wait for the same slot share one getItems call; its log line
     carries both ids, and each request's own lines carry its id."""
-    app = build(AMAZON_RATE_LIMITS="1/second;8640/day", AMAZON_RATE_MARGIN_SECONDS=0)
-    first = post(app, "https://www.amazon.com/dp/B0SYN00110", "warm-up")  # takes this second
+    # One call per 2 s: both requests arrive while the warm-up holds the slot, whatever
+    # the machine's load, and wait together for the next one.
+    app = build(
+        AMAZON_RATE_LIMITS="1/2 seconds;8640/day",
+        AMAZON_RATE_MARGIN_SECONDS=0,
+        AMAZON_MAX_WAIT_SECONDS=5,
+    )
+    first = post(app, "https://www.amazon.com/dp/B0SYN00110", "warm-up")  # takes the slot
     assert first.status_code == 200
     logs.clear()
 
