@@ -33,6 +33,7 @@ VERSIONS = COGNITO_VERSIONS | LWA_VERSIONS
 FIELDS: tuple[str, ...] = ("credential_id", "credential_secret", "version", "partner_tag")
 
 # Associates tracking ids look like "storename-20" (store-specific numeric suffix).
+_VERSION_LIKE = re.compile(r"^\d{1,2}(\.\d{1,2})?$")
 _PARTNER_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}-\d{2}$")
 # Whitespace or control characters inside an id or secret are paste accidents (a wrapped
 # line, a trailing "\n" inside quotes); Amazon would only answer "invalid_client".
@@ -138,16 +139,23 @@ def validate(fields: Mapping[str, object], source: str) -> Credentials:
                 "(a paste accident?); store it as one unbroken line",
                 missing=(),
             )
+    # Rejected values are described, not quoted: a secret pasted into the wrong field
+    # would otherwise reach logs, error bodies and CLI output.
     if clean["version"] not in VERSIONS:
+        shown = (
+            repr(clean["version"])
+            if _VERSION_LIKE.match(clean["version"])
+            else (f"a {len(clean['version'])}-character value")
+        )
         raise CredentialsError(
-            f"credential version {clean['version']!r} from {source} is not one of "
+            f"credential version from {source} is {shown}, not one of "
             f"{', '.join(sorted(VERSIONS))}",
             missing=(),
         )
     if not _PARTNER_TAG.match(clean["partner_tag"]):
         raise CredentialsError(
-            f"partner tag {clean['partner_tag']!r} from {source} is not shaped like an "
-            "Associates tracking id (e.g. 'mystore-20')",
+            f"partner tag from {source} (a {len(clean['partner_tag'])}-character value) is not "
+            "shaped like an Associates tracking id (e.g. 'mystore-20')",
             missing=(),
         )
     return Credentials(**clean)
