@@ -111,6 +111,12 @@ def get_items_calls(stats: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in stats["calls"] if c["endpoint"] == "getItems"]
 
 
+def arrivals(calls: list[dict[str, Any]]) -> list[tuple[float, int, int]]:
+    """(seconds since the first, status, ASINs) per call: what a failure message shows."""
+    first = calls[0]["monotonic"] if calls else 0.0
+    return [(round(c["monotonic"] - first, 3), c["status"], len(c["asins"])) for c in calls]
+
+
 def quota_keys(url: str) -> list[str]:
     with redis.Redis.from_url(url, socket_timeout=2) as client:
         return [k.decode() for k in client.scan_iter(match=f"*{NAMESPACE}/*")]
@@ -155,7 +161,7 @@ def test_three_workers_sharing_redis_never_exceed_the_rate(
         assert response.json()["missingFields"] == []
     stats = stack.sandbox.stats()
     assert stats["throttled_calls"] == 0, stats["calls_by_status"]
-    assert stats["max_calls_in_window"] <= RATE, get_items_calls(stats)
+    assert stats["max_calls_in_window"] <= RATE, arrivals(get_items_calls(stats))
     assert stats["distinct_asins_in_ok_calls"] == 30
     # ≤ 2 ASINs per call: at least 15 calls competed for the shared slots.
     assert stats["total_calls"] >= 15
@@ -231,11 +237,14 @@ def test_redis_outage_falls_back_per_process_and_sharing_resumes(
 ) -> None:
     workers = 3
     max_wait = 10  # enough for 24 ASINs even on one worker; small enough to bound a hang
-    # The sandbox tolerates what 3 per-process limiters may send together during the
-    # outage, so every import can succeed; the shared phases are checked at RATE.
+    # During the outage each worker keeps RATE per 1.15 s on its own: up to workers × RATE
+    # together, by design (docs/configuration.md). The sandbox tolerates that plus one
+    # worker's worth, so arrival jitter on a loaded machine cannot turn the outage into
+    # 429s; the shared phases are judged from the arrival log at RATE, as strictly as
+    # the test above.
     with run_stack(
         workers=workers,
-        rate=RATE * workers,
+        rate=RATE * (workers + 1),
         storage="redis",
         redis_url=own_redis.url,
         config={**STACK_CONFIG, "AMAZON_MAX_WAIT_SECONDS": max_wait},
@@ -246,21 +255,26 @@ def test_redis_outage_falls_back_per_process_and_sharing_resumes(
         def phase(asins: list[str]) -> list[dict[str, Any]]:
             before = stack.sandbox.stats(calls=False)["total_calls"]
             results = import_all(stack, asins, timeout=bound + 10)
+            calls = get_items_calls(stack.sandbox.stats())[before:]
             for asin, response, seconds in results:
-                assert response.status_code == 200, (asin, response.text)
+                assert response.status_code == 200, (asin, response.text, arrivals(calls))
                 assert seconds <= bound, (asin, seconds)
-            return get_items_calls(stack.sandbox.stats())[before:]
+            return calls
 
         # 1. Shared: the quota lives in Redis.
         shared = phase(synthetic(300, 8))
-        assert max_in_window([c["monotonic"] for c in shared], 1.0) <= RATE
+        assert max_in_window([c["monotonic"] for c in shared], 1.0) <= RATE, arrivals(shared)
         assert quota_keys(own_redis.url)
 
         # 2. Redis dies: imports go on, each worker limiting itself.
         own_redis.stop()
         outage = phase(synthetic(400, 24))
         assert outage, "no upstream call during the outage"
-        assert max_in_window([c["monotonic"] for c in outage], 1.0) <= RATE * workers
+        # Per-process limits, not none: at most workers × RATE slots per 1.15 s. Arrivals
+        # may lag their slots by scheduling delay, so count them in a window 0.3 s
+        # shorter; an unlimited fallback sends all 12+ calls at once and still fails this.
+        outage_times = [c["monotonic"] for c in outage]
+        assert max_in_window(outage_times, 1 + MARGIN - 0.3) <= RATE * workers, arrivals(outage)
         assert stack.sandbox.stats(calls=False)["throttled_calls"] == 0
         went_down = stack.logs().count(DOWN)
         # One warning per worker that noticed the outage, not one per request.
@@ -279,7 +293,7 @@ def test_redis_outage_falls_back_per_process_and_sharing_resumes(
             time.sleep(0.3)
         assert quota_keys(own_redis.url), "the limiter did not write to Redis again"
         resumed = phase(synthetic(700, 8))
-        assert max_in_window([c["monotonic"] for c in resumed], 1.0) <= RATE
+        assert max_in_window([c["monotonic"] for c in resumed], 1.0) <= RATE, arrivals(resumed)
 
 
 # -- daily quota through the route, frozen clock -----------------------------------------
