@@ -638,10 +638,10 @@ class Options:
     def quick(cls) -> Options:
         return cls(
             duration=5.0,
-            clients=20,
+            clients=50,
             rate=5,
             workers=2,
-            threads=16,
+            threads=32,
             hit_asins=20,
             hit_rounds=100,
             hit_clients=8,
@@ -976,10 +976,13 @@ class _TimeLimit(Exception):
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one interruption: let cleanup finish
     raise _TimeLimit("the benchmark ran past --time-limit; everything it started is stopped")
 
 
 def _on_term(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.alarm(0)
     raise KeyboardInterrupt
 
 
@@ -1042,6 +1045,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.alarm(max(1, int(args.time_limit)))
     try:
         results = run_all(options, log=lambda text: print(text, file=sys.stderr, flush=True))
+    except _TimeLimit as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; everything the benchmark started is stopped", file=sys.stderr)
+        return 130
     finally:
         signal.alarm(0)
     print(render(results), flush=True)
