@@ -1,8 +1,11 @@
 """tox inline plugin: let tox find every pyenv-installed interpreter.
 
-pyenv's shims (``python3.10`` …) only run the versions pyenv is told to expose. When
-pyenv is present and ``PYENV_VERSION`` is unset, expose all installed CPython 3.x
-versions so the py310..py313 envs resolve on a machine that has them under pyenv.
+pyenv's shims (``python3.10`` …) only run the versions pyenv is told to expose, and
+``python3 -m tox`` run through a shim has ``PYENV_VERSION`` set to that one version.
+When pyenv is present, add every installed CPython 3.x version to ``PYENV_VERSION``
+(keeping the versions already there first, so ``python3`` stays what it was), so the
+py310..py313 envs resolve on a machine that has them under pyenv. tox passes
+``PYENV_VERSION`` to discovery through ``pass_env`` in tox.ini.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ from tox.plugin import impl
 
 def _expose_pyenv_versions() -> None:
     pyenv = shutil.which("pyenv")
-    if pyenv is None or os.environ.get("PYENV_VERSION"):
+    if pyenv is None:
         return
     found = subprocess.run(  # noqa: S603 - fixed argv, no shell
         [pyenv, "versions", "--bare"], capture_output=True, text=True, check=False
     ).stdout.split()
-    versions = [v for v in found if re.fullmatch(r"3\.\d+\.\d+", v)]
-    if versions:
-        os.environ["PYENV_VERSION"] = ":".join(versions)
+    current = [v for v in os.environ.get("PYENV_VERSION", "").split(":") if v]
+    wanted = current + [v for v in found if re.fullmatch(r"3\.\d+\.\d+", v) and v not in current]
+    if wanted:
+        os.environ["PYENV_VERSION"] = ":".join(wanted)
 
 
 _expose_pyenv_versions()
