@@ -59,7 +59,7 @@ Decisions
   ``retry_interval`` (1 s): during an outage most calls return at once. Options in the
   URL's query string (``?socket_timeout=1``) override these defaults.
 * **Fork safety.** Locks and state built in a parent are rebuilt in a forked child
-  (``os.register_at_fork``): a ``memory://`` cache starts empty in each worker.
+  (:func:`.forks.reset_in_child`): a ``memory://`` cache starts empty in each worker.
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ import math
 import os
 import threading
 import time
-import weakref
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -79,6 +78,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import ConfigError
+from .forks import reset_in_child
 
 if TYPE_CHECKING:
     import redis
@@ -195,29 +195,6 @@ def _decompress(data: bytes) -> bytes:
     return decompressor.decompress(data) + decompressor.flush()
 
 
-# --- fork safety ------------------------------------------------------------------------
-
-
-class _PerProcess:
-    """Rebuilds its per-process state (locks, clients) in a forked child."""
-
-    def _after_fork(self) -> None:
-        raise NotImplementedError
-
-
-_PER_PROCESS: weakref.WeakSet[_PerProcess] = weakref.WeakSet()
-
-
-def _reinit_after_fork() -> None:
-    # Runs in the child right after fork, while it has a single thread.
-    for instance in list(_PER_PROCESS):
-        instance._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_after_fork)
-
-
 # --- memory -----------------------------------------------------------------------------
 
 
@@ -235,7 +212,7 @@ class _Node:
         return self.expires_at < other.expires_at
 
 
-class MemoryCache(_PerProcess):
+class MemoryCache:
     """A bounded, thread-safe LRU of compressed JSON records with a TTL per entry.
 
     ``clock`` (monotonic seconds) is injectable for tests. ``compress=False`` keeps the
@@ -255,7 +232,7 @@ class MemoryCache(_PerProcess):
         self._clock = clock
         self._compress = compress
         self._reset()
-        _PER_PROCESS.add(self)
+        reset_in_child(self._after_fork)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
@@ -409,7 +386,7 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "\\*?[]" else ch for ch in text)
 
 
-class RedisCache(_PerProcess):
+class RedisCache:
     """Product records as JSON strings in Redis, shared across workers and hosts."""
 
     def __init__(
@@ -435,7 +412,7 @@ class RedisCache(_PerProcess):
         self._module = _import_redis()
         self._validate_url()
         self._reset()
-        _PER_PROCESS.add(self)
+        reset_in_child(self._after_fork)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()

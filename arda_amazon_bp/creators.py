@@ -25,7 +25,6 @@ import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ import urllib3.exceptions
 from .config import Settings
 from .credentials import CredentialProvider, Credentials, CredentialsError
 from .errors import AmazonImportError, ErrorCode, UpstreamReason, rate_limited, upstream_unavailable
+from .forks import reset_in_child
 from .transport import DisallowedHostError, make_session
 
 logger = logging.getLogger(__name__)
@@ -104,18 +104,6 @@ _ITEM_DEFAULT_MESSAGE = "Amazon could not return data for item {asin}."
 ITEM_NOT_RETURNED = "ItemNotReturned"
 
 _T = TypeVar("_T")
-
-# Clients alive in this process; reset after fork so no lock is inherited held.
-_CLIENTS: weakref.WeakSet[CreatorsClient] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_CLIENTS):
-        client._reset_for_new_process()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True)
@@ -213,7 +201,7 @@ class CreatorsClient:
         self._session: requests.Session | None = None
         self._pid = os.getpid()
         self._make_locks()
-        _CLIENTS.add(self)
+        reset_in_child(self._reset_for_new_process)  # fresh locks, no parent socket
 
     def __repr__(self) -> str:
         return (

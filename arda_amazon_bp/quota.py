@@ -92,7 +92,6 @@ import re
 import threading
 import time
 import urllib.parse
-import weakref
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +109,7 @@ from limits.storage import (
 
 from .config import ConfigError, Settings
 from .errors import AmazonImportError, rate_limited
+from .forks import reset_in_child
 
 __all__ = [
     "NAMESPACE",
@@ -419,7 +419,7 @@ class Quota:
         self._shared = not issubclass(storage_class, MemoryStorage)
         self._redis_family = issubclass(storage_class, RedisStorage)
         self._reset_process_state()
-        _INSTANCES.add(self)
+        reset_in_child(self._reset_process_state)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -709,15 +709,3 @@ class Quota:
         return rate_limited(
             seconds, "local", message, limit=busy.label, quota=str(busy.window.item)
         )
-
-
-_INSTANCES: weakref.WeakSet[Quota] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for quota in list(_INSTANCES):
-        quota._reset_process_state()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

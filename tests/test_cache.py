@@ -11,8 +11,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +26,7 @@ from typing import Any
 import pytest
 import redis
 from fixtures_redis import RedisServer, redis_server_binary
+from forking import run_forked
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,29 +76,6 @@ class FakeClock:
 
 def warnings_from(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == level]
-
-
-def run_forked(child: Callable[[], bool], timeout: float = 10) -> bool:
-    """Run ``child`` in a forked process; whether it returned True. A hung child is killed."""
-    pid = os.fork()
-    if pid == 0:
-        ok = False
-        try:
-            # A deadlocked child must not outlive the test (or hold the run's output pipe).
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            signal.alarm(int(timeout) + 1)
-            ok = child()
-        finally:
-            os._exit(0 if ok else 1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status) == 0
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail("the forked child hung (a lock inherited from the parent?)")
 
 
 @dataclass

@@ -16,7 +16,7 @@ import requests
 import requests_mock
 from fixtures_loopback import HANG, Loopback, http_response, loopback_servers
 
-from arda_amazon_bp import creators
+from arda_amazon_bp import creators, forks
 from arda_amazon_bp.config import DEFAULTS, Settings
 from arda_amazon_bp.creators import (
     GET_ITEMS_RESOURCES,
@@ -985,7 +985,7 @@ def test_session_is_created_lazily_once_and_again_after_fork(
     second = client._http()
     assert second is not first
     assert client._http() is second
-    creators._after_fork_in_child()  # the at-fork hook resets too
+    forks._after_fork_in_child()  # the at-fork hook resets too
     assert client._http() is not second
     client.close()
 

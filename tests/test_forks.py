@@ -1,0 +1,63 @@
+"""``arda_amazon_bp.forks``: registered resets run in a forked child, never in the parent,
+and only while their instance lives (the registry holds weak references only).
+
+Every fork here is real (``os.fork()``); the child's verdict is its exit code.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import weakref
+
+import pytest
+from forking import needs_fork, run_forked
+
+from arda_amazon_bp import forks
+from arda_amazon_bp.forks import reset_in_child
+
+
+class Probe:
+    """Registers a reset that records the pid of each process it runs in."""
+
+    def __init__(self) -> None:
+        self.ran_in: list[int] = []
+        before = set(forks._RESETS)
+        reset_in_child(self.reset)
+        (self.number,) = set(forks._RESETS) - before
+
+    def reset(self) -> None:
+        self.ran_in.append(os.getpid())
+
+
+@needs_fork
+def test_a_registered_reset_runs_in_the_child_and_not_in_the_parent() -> None:
+    first, second = Probe(), Probe()
+    parent = os.getpid()
+
+    def child() -> bool:
+        me = os.getpid()
+        return me != parent and first.ran_in == [me] and second.ran_in == [me]
+
+    assert run_forked(child)
+    assert first.ran_in == []
+    assert second.ran_in == []
+
+
+@needs_fork
+def test_a_collected_instance_is_dropped_and_not_kept_alive() -> None:
+    kept, dropped = Probe(), Probe()
+    kept_number, dropped_number = kept.number, dropped.number
+    dropped_ref = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert dropped_ref() is None  # registering did not keep it alive
+    assert dropped_number not in forks._RESETS
+    assert kept_number in forks._RESETS
+    assert run_forked(lambda: kept.ran_in == [os.getpid()])  # the live one still runs
+    assert kept.ran_in == []
+
+
+def test_only_bound_methods_are_accepted() -> None:
+    with pytest.raises(TypeError):
+        reset_in_child(lambda: None)  # nothing to hold weakly on an instance's behalf
