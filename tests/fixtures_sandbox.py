@@ -2,10 +2,11 @@
 
 ``sandbox`` (function scope) is the session's sandbox after a full reset (call log,
 faults, config and credentials back to the defaults); ``sandbox_server`` is the same
-server without the reset. ``sandbox_subprocess(...)`` runs ``examples/creators_sandbox.py``
-in its own process (for gunicorn multi-process tests) and yields its base URL; wrap the
-URL in ``SandboxHandle(url)`` to drive it. Everything goes over loopback HTTP, so the
-same handle works for both.
+server without the reset. ``sandbox_app(version="2.1", **overrides)`` builds a host app
+(``make_app``) whose Amazon is that sandbox. ``sandbox_subprocess(...)`` runs
+``examples/creators_sandbox.py`` in its own process (for gunicorn multi-process tests)
+and yields its base URL; wrap the URL in ``SandboxHandle(url)`` to drive it. Everything
+goes over loopback HTTP, so the same handle works for both.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import creators_sandbox as cs
 import pytest
@@ -36,6 +37,15 @@ class SandboxHandle:
 
     url: str
     app: Flask | None = None
+
+    #: The ``app_config`` keys the ``env`` credentials backend reads from the process
+    #: environment (never from the app config): a test exports them.
+    CREDENTIAL_VARIABLES: ClassVar[tuple[str, ...]] = (
+        "AMAZON_CREATORS_CREDENTIAL_ID",
+        "AMAZON_CREATORS_CREDENTIAL_SECRET",
+        "AMAZON_CREATORS_VERSION",
+        "AMAZON_CREATORS_PARTNER_TAG",
+    )
 
     @property
     def state(self) -> cs.SandboxState:
@@ -183,6 +193,36 @@ def sandbox(sandbox_server: SandboxHandle) -> Iterator[SandboxHandle]:
     sandbox_server.reset(full=True)
     yield sandbox_server
     sandbox_server.reset(full=True)
+
+
+class SandboxApp(Protocol):
+    """``sandbox_app(version="2.1", **overrides)``: see the fixture."""
+
+    def __call__(self, version: str = "2.1", **overrides: Any) -> Flask: ...
+
+
+@pytest.fixture
+def sandbox_app(
+    make_app: Callable[..., Flask], sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> SandboxApp:
+    """``sandbox_app(version="2.1", **overrides)``: a ``make_app`` app whose Amazon is the
+    sandbox, with ``sandbox.app_config(version)`` updated by ``overrides``.
+
+    The env backend reads the process environment, so the sandbox credentials from
+    ``app_config`` are exported (for the test only) rather than put into the app config.
+    Anything else — timeouts, ``AMAZON_MAX_WAIT_SECONDS``, rate limits — is the test's
+    choice, passed as an override (``make_app``'s fast defaults apply otherwise).
+    """
+    sandbox.configure(rate=100)  # not the default 1 call/second: a test may make several
+
+    def factory(version: str = "2.1", **overrides: Any) -> Flask:
+        config = sandbox.app_config(version)
+        for name in sandbox.CREDENTIAL_VARIABLES:
+            monkeypatch.setenv(name, str(config.pop(name)))
+        config.update(overrides)
+        return make_app(**config)
+
+    return factory
 
 
 @contextlib.contextmanager

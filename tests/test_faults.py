@@ -30,6 +30,7 @@ skips (naming why) on a kernel that answers differently.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -43,7 +44,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from fixtures_app import USER_TOKEN
-from fixtures_sandbox import SandboxHandle
+from fixtures_sandbox import SandboxApp, SandboxHandle
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -56,12 +57,6 @@ BOUND = sum(TIMEOUT) + MAX_WAIT + 1.0
 #: Longer than the read timeout, so a stalled answer is always cut by the client.
 STALL = 3.0
 
-CREDENTIAL_VARIABLES = (
-    "AMAZON_CREATORS_CREDENTIAL_ID",
-    "AMAZON_CREATORS_CREDENTIAL_SECRET",
-    "AMAZON_CREATORS_VERSION",
-    "AMAZON_CREATORS_PARTNER_TAG",
-)
 TRACEBACK = re.compile(r"Traceback|File \"|line \d+, in ")
 
 _asin_counter = iter(range(1, 100_000))
@@ -128,25 +123,15 @@ class Events:
 
 
 @pytest.fixture
-def build(
-    make_app: Callable[..., Flask], sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Flask]:
+def build(sandbox_app: SandboxApp) -> Callable[..., Flask]:
     """``build(**config)``: an app whose Amazon is the sandbox, with small timeouts.
 
-    The env backend reads the process environment, so the sandbox credentials from
-    ``app_config`` are exported rather than put into the app config.
+    ``sandbox_app`` runs the sandbox at 100 calls/second (the 401-retry rows make two
+    calls within a second); every ``BOUND`` here derives from these timeouts.
     """
-    sandbox.configure(rate=100)  # the 401-retry rows make two calls within a second
-
-    def factory(**overrides: Any) -> Flask:
-        config = sandbox.app_config("2.1")
-        for name in CREDENTIAL_VARIABLES:
-            monkeypatch.setenv(name, str(config.pop(name)))
-        config.update(AMAZON_HTTP_TIMEOUT=list(TIMEOUT), AMAZON_MAX_WAIT_SECONDS=MAX_WAIT)
-        config.update(overrides)
-        return make_app(**config)
-
-    return factory
+    return functools.partial(
+        sandbox_app, AMAZON_HTTP_TIMEOUT=list(TIMEOUT), AMAZON_MAX_WAIT_SECONDS=MAX_WAIT
+    )
 
 
 def user(app: Flask) -> FlaskClient:

@@ -10,6 +10,7 @@ Everything runs over real loopback HTTP against the sandbox.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -18,33 +19,16 @@ from typing import Any
 
 import pytest
 from fixtures_app import USER_TOKEN
-from fixtures_sandbox import SandboxHandle
+from fixtures_sandbox import SandboxApp, SandboxHandle
 from flask import Flask
 
-CREDENTIAL_VARIABLES = (
-    "AMAZON_CREATORS_CREDENTIAL_ID",
-    "AMAZON_CREATORS_CREDENTIAL_SECRET",
-    "AMAZON_CREATORS_VERSION",
-    "AMAZON_CREATORS_PARTNER_TAG",
-)
 GENERATED = re.compile(r"^[0-9a-f]{32}$")
 
 
 @pytest.fixture
-def build(
-    make_app: Callable[..., Flask], sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Flask]:
-    sandbox.configure(rate=100)
-
-    def factory(**overrides: Any) -> Flask:
-        config = sandbox.app_config("2.1")
-        for name in CREDENTIAL_VARIABLES:
-            monkeypatch.setenv(name, str(config.pop(name)))
-        config.update(AMAZON_HTTP_TIMEOUT=[0.5, 1.0], AMAZON_MAX_WAIT_SECONDS=2)
-        config.update(overrides)
-        return make_app(**config)
-
-    return factory
+def build(sandbox_app: SandboxApp) -> Callable[..., Flask]:
+    """``build(**config)``: the sandbox app with this module's timeouts."""
+    return functools.partial(sandbox_app, AMAZON_HTTP_TIMEOUT=[0.5, 1.0], AMAZON_MAX_WAIT_SECONDS=2)
 
 
 @pytest.fixture

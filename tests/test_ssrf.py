@@ -13,6 +13,7 @@ on the origin-restricted session.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import urllib.parse
@@ -24,19 +25,12 @@ import requests
 import urllib3.util.connection
 from fixtures_app import USER_TOKEN
 from fixtures_loopback import Loopback, Seen, http_response, loopback_servers
-from fixtures_sandbox import SandboxHandle
+from fixtures_sandbox import SandboxApp, SandboxHandle
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arda_amazon_bp.transport import DisallowedHostError, OriginRestrictedAdapter, origin_of
-
-CREDENTIAL_VARIABLES = (
-    "AMAZON_CREATORS_CREDENTIAL_ID",
-    "AMAZON_CREATORS_CREDENTIAL_SECRET",
-    "AMAZON_CREATORS_VERSION",
-    "AMAZON_CREATORS_PARTNER_TAG",
-)
 
 
 @pytest.fixture
@@ -52,20 +46,9 @@ def trap(loopback: Callable[..., Loopback]) -> Loopback:
 
 
 @pytest.fixture
-def build(
-    make_app: Callable[..., Flask], sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Flask]:
-    sandbox.configure(rate=100)
-
-    def factory(**overrides: Any) -> Flask:
-        config = sandbox.app_config("2.1")
-        for name in CREDENTIAL_VARIABLES:
-            monkeypatch.setenv(name, str(config.pop(name)))
-        config.update(AMAZON_HTTP_TIMEOUT=[0.5, 1.0], AMAZON_MAX_WAIT_SECONDS=1)
-        config.update(overrides)
-        return make_app(**config)
-
-    return factory
+def build(sandbox_app: SandboxApp) -> Callable[..., Flask]:
+    """``build(**config)``: the sandbox app with this module's timeouts."""
+    return functools.partial(sandbox_app, AMAZON_HTTP_TIMEOUT=[0.5, 1.0], AMAZON_MAX_WAIT_SECONDS=1)
 
 
 def hostile_links(trap: str, asin: str = "B0SYN00201") -> list[str]:
