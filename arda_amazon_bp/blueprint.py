@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 BLUEPRINT_NAME = "amazon_import"
 
+#: How stale the daily-quota headers may be: a storage read per cache hit would cost
+#: more than the hit itself, and other workers' calls show up within this many seconds.
+RATE_LIMIT_HEADER_MAX_AGE = 1.0
+
 _ERROR_DOCS: dict[int, str] = {
     400: "INVALID_REQUEST: body not JSON, not an object, bad or unknown fields",
     401: "AUTHENTICATION_REQUIRED (WWW-Authenticate is set)",
@@ -87,7 +91,7 @@ def _rate_limit_headers() -> dict[str, str]:
     state = _state()
     try:
         key = state.credentials.get().quota_key
-        window = state.quota.daily(key)
+        window = state.quota.daily(key, max_age=RATE_LIMIT_HEADER_MAX_AGE)
     except Exception:  # headers are advisory; never fail an import over them
         return {}
     return {

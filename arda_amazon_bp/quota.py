@@ -443,6 +443,7 @@ class Quota:
         try:
             self._take_slot(key, line, deadline)
         finally:
+            self._daily_snapshots.pop(key, None)  # our own call changed the count
             with self._cond:
                 line.head_busy = None
                 self._leave(key, line, ticket)
@@ -462,9 +463,20 @@ class Quota:
         """One entry per configured limit, shortest window first."""
         return self._run(lambda store: [self._status(store, w, key) for w in self._windows])
 
-    def daily(self, key: str) -> WindowStatus:
-        """The longest configured window (the daily quota by default)."""
-        return self._run(lambda store: self._status(store, self._windows[-1], key))
+    def daily(self, key: str, *, max_age: float = 0.0) -> WindowStatus:
+        """The longest configured window (the daily quota by default).
+
+        With ``max_age`` a reading up to that many seconds old may be returned instead of
+        a storage round trip (advisory ``RateLimit-*`` headers on cache hits); a slot
+        taken by this process always forces a fresh reading.
+        """
+        if max_age > 0:
+            snapshot = self._daily_snapshots.get(key)
+            if snapshot is not None and time.monotonic() - snapshot[0] < max_age:
+                return snapshot[1]
+        status = self._run(lambda store: self._status(store, self._windows[-1], key))
+        self._daily_snapshots[key] = (time.monotonic(), status)
+        return status
 
     def penalized_until(self, key: str) -> float:
         """End of the current penalty for ``key`` (epoch seconds), or 0.0 without one."""
@@ -504,6 +516,8 @@ class Quota:
         self._down = False
         self._next_probe = 0.0
         self._outage_calls: Counter[str] = Counter()
+        # key -> (monotonic time read, status): the daily window for response headers
+        self._daily_snapshots: dict[str, tuple[float, WindowStatus]] = {}
 
     def _stores(self) -> tuple[_Store, _Store | None]:
         """(the configured storage, this process's copy when the former is shared)."""

@@ -245,6 +245,23 @@ def test_status_and_daily_numbers(clock: FakeClock, new_quota: Any) -> None:
     assert quota.status("other-key")[1].used == 0  # keyed per credential triple
 
 
+def test_daily_snapshot_is_reused_until_stale_or_our_own_call(
+    clock: FakeClock, new_quota: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quota = new_quota(make_settings("5/second;100/day", margin=0), clock)
+    reads = []
+    real_status = quota._status
+    monkeypatch.setattr(quota, "_status", lambda *a: reads.append(a) or real_status(*a))
+    assert quota.daily(KEY, max_age=60).used == 0
+    assert quota.daily(KEY, max_age=60).used == 0
+    assert len(reads) == 1  # the second answer came from the snapshot
+    quota.acquire(KEY)
+    assert quota.daily(KEY, max_age=60).used == 1  # our own call forces a fresh read
+    assert len(reads) == 2
+    assert quota.daily(KEY).used == 1  # no max_age: always read
+    assert len(reads) == 3
+
+
 def test_memory_state_belongs_to_one_quota(clock: FakeClock, new_quota: Any) -> None:
     first = new_quota(make_settings("1/day"), clock)
     second = new_quota(make_settings("1/day"), clock)
