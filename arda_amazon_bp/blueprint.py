@@ -127,7 +127,11 @@ def _import_one(url: str) -> tuple[dict[str, Any], int]:
 
 
 def make_blueprint(url_prefix: str) -> Blueprint:
-    """A fresh blueprint per app, so each app may choose its own prefix."""
+    """A fresh blueprint per app, so each app may choose its own prefix.
+
+    Schemas are passed as instances: given a class, webargs and flask-smorest build a new
+    schema object on every request, which cost more than a cached import itself.
+    """
     blp = Blueprint(
         BLUEPRINT_NAME,
         __name__,
@@ -207,8 +211,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
 
     @blp.route("/import", methods=["POST"])
     @documents_errors(tuple(_ERROR_DOCS))
-    @blp.arguments(AmazonImportRequestSchema, error_status_code=400)
-    @blp.response(200, AmazonImportProductSchema, description="Every core field present")
+    @blp.arguments(AmazonImportRequestSchema(), error_status_code=400)
+    @blp.response(200, AmazonImportProductSchema(), description="Every core field present")
     @blp.alt_response(
         206,
         schema=AmazonImportProductSchema,
@@ -221,8 +225,10 @@ def make_blueprint(url_prefix: str) -> Blueprint:
 
     @blp.route("/import/batch", methods=["POST"])
     @documents_errors(_BATCH_ERROR_STATUSES)
-    @blp.arguments(AmazonImportBatchRequestSchema, error_status_code=400)
-    @blp.response(200, AmazonImportBatchResponseSchema, description="One result per link, in order")
+    @blp.arguments(AmazonImportBatchRequestSchema(), error_status_code=400)
+    @blp.response(
+        200, AmazonImportBatchResponseSchema(), description="One result per link, in order"
+    )
     def import_batch(args: dict[str, Any]) -> ResponseReturnValue:
         """Import up to AMAZON_BATCH_MAX_URLS links; each result has its own status."""
         state = _state()
