@@ -30,6 +30,7 @@ from . import config
 from .credentials import FIELDS, Credentials, CredentialsError, mask
 from .errors import AmazonImportError
 from .marketplaces import MARKETPLACES, REGION_BY_VERSION
+from .quota import slots_for_retries
 
 EXTENSION_NAME = "arda_amazon_bp"
 
@@ -288,16 +289,8 @@ def smoke(asin: str | None, as_json: bool) -> None:
     except AmazonImportError as exc:
         out.result(report, ok=False, reason=f"no quota slot: {_upstream_reason(exc)}")
 
-    first_attempt = True
-
-    def before_call(used: Credentials) -> None:
-        # The first attempt's slot is taken above; a retry (fresh token or credentials)
-        # is another arrival at Amazon and needs its own.
-        nonlocal first_attempt
-        if first_attempt:
-            first_attempt = False
-            return
-        state.quota.acquire(used.quota_key)
+    # The first attempt's slot is taken above; a retry needs its own.
+    before_call = slots_for_retries(state.quota)
 
     started = time.perf_counter()
     try:

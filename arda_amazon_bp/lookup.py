@@ -40,7 +40,7 @@ from .credentials import CredentialProvider, Credentials, CredentialsError
 from .errors import AmazonImportError, ErrorCode, UpstreamReason, upstream_unavailable
 from .links import ProductRef
 from .logs import bind_request_ids, current_request_id
-from .quota import Quota
+from .quota import Quota, slots_for_retries
 
 logger = logging.getLogger(__name__)
 
@@ -211,18 +211,9 @@ class _Dispatcher:
     def _call_upstream(self, credentials: Credentials, batch: list[_Waiter]) -> None:
         asins = [w.asin for w in batch]
         request_ids = sorted({rid for w in batch for rid in w.request_ids})
-        first_attempt = True
-
-        def before_call(used: Credentials) -> None:
-            # The slot for the first attempt was taken before the batch was formed;
-            # a retry (after a refreshed token) is another arrival at Amazon.
-            nonlocal first_attempt
-            if first_attempt:
-                first_attempt = False
-                return
-            self._lookup.quota.acquire(
-                used.quota_key, max_wait=self._lookup.settings.max_wait_seconds
-            )
+        before_call = slots_for_retries(
+            self._lookup.quota, max_wait=self._lookup.settings.max_wait_seconds
+        )
 
         try:
             with bind_request_ids(request_ids):

@@ -108,6 +108,7 @@ from limits.storage import (
 )
 
 from .config import ConfigError, Settings
+from .credentials import Credentials
 from .errors import AmazonImportError, rate_limited
 from .forks import reset_in_child
 
@@ -723,3 +724,23 @@ class Quota:
         return rate_limited(
             seconds, "local", message, limit=busy.label, quota=str(busy.window.item)
         )
+
+
+def slots_for_retries(
+    quota: Quota, *, max_wait: float | None = None
+) -> Callable[[Credentials], None]:
+    """A ``before_call`` for a call whose first attempt already holds a slot.
+
+    The caller took a slot before sending; a retry (after a fresh token or reloaded
+    credentials) is another arrival at Amazon, so each retry takes one of its own.
+    """
+    first_attempt = True
+
+    def before_call(used: Credentials) -> None:
+        nonlocal first_attempt
+        if first_attempt:
+            first_attempt = False
+            return
+        quota.acquire(used.quota_key, max_wait=max_wait)
+
+    return before_call

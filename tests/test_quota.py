@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import limits.storage.memory
 import pytest
@@ -31,8 +31,9 @@ import redis
 
 import arda_amazon_bp.quota as quota_module
 from arda_amazon_bp.config import ConfigError, Settings
+from arda_amazon_bp.credentials import Credentials
 from arda_amazon_bp.errors import AmazonImportError, ErrorCode
-from arda_amazon_bp.quota import Quota, WindowStatus
+from arda_amazon_bp.quota import Quota, WindowStatus, slots_for_retries
 
 KEY = "cred-hash-1"
 T0 = 1_800_000_000.0
@@ -570,3 +571,19 @@ def test_redis_connections_have_short_timeouts(redis_url: str, new_quota: Any) -
     assert kwargs["socket_timeout"] == quota_module.REDIS_SOCKET_TIMEOUT
     assert kwargs["socket_connect_timeout"] == quota_module.REDIS_CONNECT_TIMEOUT
     assert math.isfinite(kwargs["socket_timeout"])
+
+
+def test_slots_for_retries_lets_the_first_attempt_through_and_charges_each_retry() -> None:
+    taken: list[tuple[str, float | None]] = []
+
+    class Recorder:
+        def acquire(self, key: str, *, max_wait: float | None = None) -> None:
+            taken.append((key, max_wait))
+
+    credentials = Credentials("amzn1.application-oa2-client.x", "s" * 20, "2.1", "ab-20")
+    before_call = slots_for_retries(cast(Quota, Recorder()), max_wait=2.5)
+    before_call(credentials)
+    assert taken == []  # the caller took the first attempt's slot itself
+    before_call(credentials)
+    before_call(credentials)
+    assert taken == [(credentials.quota_key, 2.5)] * 2
