@@ -36,7 +36,14 @@ import urllib3.exceptions
 
 from .config import Settings
 from .credentials import CredentialProvider, Credentials, CredentialsError
-from .errors import AmazonImportError, ErrorCode, UpstreamReason, rate_limited, upstream_unavailable
+from .errors import (
+    AmazonImportError,
+    ErrorCode,
+    UpstreamReason,
+    credentials_unavailable,
+    rate_limited,
+    upstream_unavailable,
+)
 from .forks import reset_in_child
 from .transport import DisallowedHostError, make_session
 
@@ -288,20 +295,14 @@ class CreatorsClient:
             return self._credentials.get()
         except CredentialsError as exc:
             logger.error("amazon credentials could not be loaded: %s", exc)
-            raise upstream_unavailable(
-                UpstreamReason.CREDENTIALS_UNAVAILABLE,
-                f"Amazon Creators API credentials could not be loaded: {exc}",
-            ) from None
+            raise credentials_unavailable() from None
 
     def _reload_credentials(self, stale: Credentials) -> Credentials:
         try:
             return self._credentials.reload(stale)
         except CredentialsError as exc:
             logger.error("amazon credentials could not be re-read: %s", exc)
-            raise upstream_unavailable(
-                UpstreamReason.CREDENTIALS_UNAVAILABLE,
-                f"Amazon Creators API credentials could not be re-read: {exc}",
-            ) from None
+            raise credentials_unavailable() from None
 
     def _token_url(self, credentials: Credentials) -> str:
         return self._settings.token_url or TOKEN_URLS[credentials.version]

@@ -113,3 +113,16 @@ def upstream_unavailable(reason: UpstreamReason, message: str, **details: Any) -
     return AmazonImportError(
         ErrorCode.AMAZON_UPSTREAM_UNAVAILABLE, message, {"reason": reason.value, **details}
     )
+
+
+def credentials_unavailable() -> AmazonImportError:
+    """``AMAZON_UPSTREAM_UNAVAILABLE``/``credentials_unavailable``, in words for callers.
+
+    The backend's message (a variable, a file path, a vault name) is for operators: it
+    goes to the log line carrying the request id, not to the caller's browser.
+    """
+    return upstream_unavailable(
+        UpstreamReason.CREDENTIALS_UNAVAILABLE,
+        "Amazon product data is unavailable: the server's Amazon credentials could not be "
+        "loaded. Operators: see the log line with this request id.",
+    )

@@ -37,7 +37,13 @@ from .cache import ProductCache
 from .config import Settings
 from .creators import CreatorsClient, GetItemsResult
 from .credentials import CredentialProvider, Credentials, CredentialsError
-from .errors import AmazonImportError, ErrorCode, UpstreamReason, upstream_unavailable
+from .errors import (
+    AmazonImportError,
+    ErrorCode,
+    UpstreamReason,
+    credentials_unavailable,
+    upstream_unavailable,
+)
 from .links import ProductRef
 from .logs import bind_request_ids, current_request_id
 from .quota import Quota, slots_for_retries
@@ -150,8 +156,8 @@ class _Dispatcher:
     def _dispatch_one(self, oldest: _Waiter) -> None:
         try:
             credentials = self._lookup.credentials.get()
-        except CredentialsError as exc:
-            self._fail(self._take(len(self._pending)), _credentials_error(exc))
+        except CredentialsError:
+            self._fail(self._take(len(self._pending)), credentials_unavailable())
             return
         # A slot is taken only when its call can leave at once (see the module docstring).
         while not self._free_threads.acquire(timeout=0.5):
@@ -253,13 +259,6 @@ class _Dispatcher:
     def _fail(waiters: Sequence[_Waiter], error: BaseException) -> None:
         for waiter in waiters:
             waiter.future.set_exception(error)
-
-
-def _credentials_error(exc: CredentialsError) -> AmazonImportError:
-    return upstream_unavailable(
-        UpstreamReason.CREDENTIALS_UNAVAILABLE,
-        "Amazon credentials could not be loaded; an operator has to fix the credential backend.",
-    )
 
 
 class ProductLookup:
