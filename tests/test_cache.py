@@ -88,7 +88,15 @@ class Backend:
     made: list[ProductCache] = field(default_factory=list)
 
 
-@pytest.fixture(params=["memory", "redis"])
+#: Redis topologies and the fixture that gives each one's URI (tests/fixtures_redis.py).
+REDIS_URIS = {
+    "redis": "redis_url",
+    "redis-cluster": "redis_cluster_uri",
+    "redis-sentinel": "redis_sentinel_uri",
+}
+
+
+@pytest.fixture(params=["memory", *REDIS_URIS])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     made: list[ProductCache] = []
     if request.param == "memory":
@@ -100,13 +108,13 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
         result = Backend("memory", make, clock.advance, made)
     else:
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue(REDIS_URIS[request.param])
 
         def make(namespace: str) -> ProductCache:
             made.append(RedisCache(url, namespace=namespace))
             return made[-1]
 
-        result = Backend("redis", make, time.sleep, made)
+        result = Backend(request.param, make, time.sleep, made)
     yield result
     for cache in made:
         cache.close()
@@ -684,7 +692,7 @@ def test_memory_uri_gives_each_caller_its_own_cache() -> None:
 
 
 @pytest.mark.parametrize(
-    "uri", ["memcached://127.0.0.1:11211", "redis+sentinel://h:26379/m", "127.0.0.1:6379", ""]
+    "uri", ["memcached://127.0.0.1:11211", "valkey+cluster://h:7000", "127.0.0.1:6379", ""]
 )
 def test_unknown_scheme_names_the_config_key(uri: str) -> None:
     with pytest.raises(ConfigError, match="AMAZON_CACHE_STORAGE_URI") as raised:
