@@ -9,8 +9,11 @@ can serve again without asking is worth keeping. Three storages share one interf
     One per extension instance (two apps in one process never share it), one per worker
     process. A bounded LRU with a per-entry TTL, thread-safe, with an injectable clock.
 
-``redis://``, ``rediss://``, ``redis+unix://`` (or redis-py's ``unix://``) → :class:`RedisCache`
-    Shared by every worker and host that uses the same server and namespace.
+``redis://``, ``rediss://``, ``redis+unix://`` (or redis-py's ``unix://``),
+``redis+cluster://``, ``redis+sentinel://`` → :class:`RedisCache`
+    Shared by every worker and host that uses the same server and namespace. The URI
+    forms are ``limits``' (docs/configuration.md, "Storage URIs"), so the quota's URI
+    serves the cache too.
 
 ``null://`` → :class:`NullCache`
     Stores nothing. ``AMAZON_CACHE_TTL_SECONDS = 0`` turns the cache off; the caller
@@ -50,6 +53,13 @@ Decisions
   Redis bounds itself by TTL and its ``maxmemory`` policy; ``max_entries`` does not
   apply. Namespaces may not contain ``:``, so no namespace is a prefix of another and
   ``clear()`` (``SCAN`` + ``UNLINK`` on the namespace) never touches a neighbour.
+* **Cluster and Sentinel.** The client is built by ``limits``' ``RedisClusterStorage`` /
+  ``RedisSentinelStorage`` from the same URI the quota takes (its storage object is
+  only the builder), with the timeouts below for the sentinels too. Keys carry no hash
+  tag, so a namespace's records spread over every primary: a batch read is one ``MGET``
+  per slot (redis-py's ``mget_nonatomic``), ``clear()`` scans every primary. A
+  malformed URI is refused at start-up without connecting; ``limits`` ignores a query
+  string on these schemes, so one is refused instead of dropped.
 * **Redis client per process, short timeouts, no retries.** The ``redis`` package is
   the optional ``redis`` extra and is imported only by :class:`RedisCache`. The client
   is built on first use and rebuilt when ``os.getpid()`` changes (after a gunicorn
@@ -480,8 +490,8 @@ class RedisCache:
             # A cluster client connects while it is built (it asks for the slot map).
             storage = RedisClusterStorage(self._url, **kwargs)
         else:
-            timeouts = {k: v for k, v in kwargs.items() if k != "retry"}
-            storage = RedisSentinelStorage(self._url, sentinel_kwargs=timeouts, **kwargs)
+            # The sentinels get the same short timeouts and no retries as the primary.
+            storage = RedisSentinelStorage(self._url, sentinel_kwargs=kwargs, **kwargs)
         return storage.storage  # type: ignore[no-any-return]
 
     def _call(self, op: Callable[[redis.Redis], _T], default: _T) -> _T:
