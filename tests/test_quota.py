@@ -303,6 +303,7 @@ def test_configuration_errors_name_the_key(limits: str, uri: str, message: str) 
 def test_waiters_are_served_first_in_first_out(new_quota: Any) -> None:
     quota = new_quota(make_settings("5/second", margin=0, max_wait=10))
     done: list[int] = []
+    served_at: list[float] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 
@@ -313,6 +314,7 @@ def test_waiters_are_served_first_in_first_out(new_quota: Any) -> None:
             errors.append(exc)
         with lock:
             done.append(index)
+            served_at.append(time.monotonic())
 
     started = time.monotonic()
     threads = []
@@ -331,6 +333,9 @@ def test_waiters_are_served_first_in_first_out(new_quota: Any) -> None:
     assert sorted(done) == list(range(10))  # nobody starved
     assert all(abs(done.index(i) - i) <= 1 for i in range(10))  # in arrival order
     assert elapsed <= 12 * 0.2  # 5 at once, 5 a second later; far inside 12 intervals
+    # ...and no earlier: the sixth waited for the first slot to leave the 1 s window (a
+    # limiter that never waits would serve all ten at once)
+    assert served_at[5] - served_at[0] >= 0.9
 
 
 def test_a_waiter_that_cannot_make_it_is_refused_without_waiting(new_quota: Any) -> None:
