@@ -592,3 +592,68 @@ def test_slots_for_retries_lets_the_first_attempt_through_and_charges_each_retry
     before_call(credentials)
     before_call(credentials)
     assert taken == [(credentials.quota_key, 2.5)] * 2
+
+
+PRELOADED_APP = """
+import os
+
+from flask import Flask, jsonify
+
+from arda_amazon_bp.config import Settings
+from arda_amazon_bp.errors import AmazonImportError
+from arda_amazon_bp.quota import Quota
+
+quota = Quota(Settings.from_config({"AMAZON_RATE_LIMITS": "1/day"}))
+quota.acquire("preloaded")  # the master, importing the app (--preload), takes the slot
+MASTER = os.getpid()
+app = Flask(__name__)
+
+
+@app.get("/take")
+def take():
+    try:
+        quota.acquire("preloaded", max_wait=0)
+        ok = True
+    except AmazonImportError:
+        ok = False
+    return jsonify(pid=os.getpid(), master=MASTER, ok=ok)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_memory_quota_starts_afresh_in_each_gunicorn_preload_worker(tmp_path: Path) -> None:
+    # Real forks by gunicorn itself: the workers inherit a Quota the master already used.
+    # memory:// counts per process, so each worker has its own day's slot, and the
+    # master's call, made before the fork, is in none of them.
+    import urllib.request
+
+    (tmp_path / "preloaded_app.py").write_text(PRELOADED_APP, encoding="utf-8")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2"]
+    command += ["--bind", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "preloaded_app:app"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    answers: dict[int, list[bool]] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while len(answers) < 2 and time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/take", timeout=5) as r:
+                    body = json.loads(r.read())
+            except OSError:  # not listening yet
+                time.sleep(0.05)
+                continue
+            assert body["pid"] != body["master"]
+            answers.setdefault(body["pid"], []).append(body["ok"])
+            if sum(len(seen) for seen in answers.values()) >= 200:
+                break  # one worker took everything; what it answered is checked below
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert answers, "gunicorn never answered"
+    for seen in answers.values():  # the first call of each worker passes, then the day is spent
+        assert seen[0] is True
+        assert not any(seen[1:])
