@@ -499,3 +499,73 @@ def test_format_characters_anywhere_do_not_change_the_result(
         at = position % (len(link) + 1)
         link = link[:at] + char + link[at:]
     assert parse_product_link(link) == expected
+
+
+# --- edges found by mutation testing (docs/testing.md) -----------------------------------
+
+REVIEW = "https://www.amazon.com/gp/customer-reviews"
+
+
+@pytest.mark.parametrize(
+    ("link", "asin"),
+    [
+        # a review's own id, then the product's ASIN in the query
+        (f"{REVIEW}/R1ABCDEF123XYZ?ASIN=B0ABCDEFGH", "B0ABCDEFGH"),
+        # a sponsored click whose target is a review page: the target's own query counts
+        (
+            "https://www.amazon.com/sspa/click?url=%2Fgp%2Fcustomer-reviews%2FR1ABC%3FASIN%3DB0ABCDEFGH",
+            "B0ABCDEFGH",
+        ),
+    ],
+)
+def test_asin_from_the_query_of_a_review_or_a_sponsored_target(link: str, asin: str) -> None:
+    assert parse_product_link(link) == ProductRef("www.amazon.com", asin)
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        f"{REVIEW}?ASIN=B0ABCDEFGH",  # no review id: not a review page
+        "https://www.amazon.com/some/other/page?asin=B0ABCDEFGH",  # only review pages
+        f"{REVIEW}/R1ABCDEF123XYZ?ASIN=&ASIN=B0ABCDEFGH",  # the first value counts, blank too
+        # a fragment is not a query, in the sponsored target either
+        "https://www.amazon.com/sspa/click?url=%2Fgp%2Fcustomer-reviews%2FR1ABC%23ASIN%3DB0ABCDEFGH",
+        # a slug goes only before the dp shapes
+        "https://www.amazon.com/Travel-Mug/gp/product/B0ABCDEFGH",
+    ],
+)
+def test_edges_that_are_not_product_pages(link: str) -> None:
+    with pytest.raises(AmazonImportError) as raised:
+        parse_product_link(link)
+    assert raised.value.code is ErrorCode.UNRECOGNIZED_AMAZON_URL
+    assert raised.value.message == "That Amazon link does not point to a product page."
+
+
+@pytest.mark.parametrize(
+    ("link", "code", "message", "details"),
+    [
+        (
+            "https://user:pw@www.amazon.com/dp/B0ABCDEFGH",
+            ErrorCode.UNRECOGNIZED_AMAZON_URL,
+            "Links with a user name or password in them are not accepted.",
+            {},
+        ),
+        (
+            "https://amzn.to/3xYzAbC",
+            ErrorCode.UNSUPPORTED_SHORT_LINK,
+            "Short links cannot be imported: open the link and paste the product page's "
+            "address instead.",
+            {"host": "amzn.to"},
+        ),
+    ],
+)
+def test_refusal_messages_are_exact(
+    link: str, code: ErrorCode, message: str, details: dict[str, str]
+) -> None:
+    with pytest.raises(AmazonImportError) as raised:
+        parse_product_link(link)
+    assert (raised.value.code, raised.value.message, raised.value.details) == (
+        code,
+        message,
+        details,
+    )
