@@ -67,7 +67,16 @@ RUNBOOK_MD = DOCS / "runbook.md"
 PLUGINS_MD = DOCS / "plugins.md"
 RELIABILITY_MD = DOCS / "reliability.md"
 PERFORMANCE_MD = DOCS / "performance.md"
-DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD, RELIABILITY_MD, PERFORMANCE_MD)
+TESTING_MD = DOCS / "testing.md"
+DOC_FILES = (
+    API_MD,
+    CONFIG_MD,
+    RUNBOOK_MD,
+    PLUGINS_MD,
+    RELIABILITY_MD,
+    PERFORMANCE_MD,
+    TESTING_MD,
+)
 README = ROOT / "README.md"
 PLUGIN_EXAMPLE = ROOT / "examples" / "plugin_example"
 

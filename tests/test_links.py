@@ -504,6 +504,11 @@ def test_format_characters_anywhere_do_not_change_the_result(
 # --- edges found by mutation testing (docs/testing.md) -----------------------------------
 
 REVIEW = "https://www.amazon.com/gp/customer-reviews"
+NO_OTHER_TEXT = "Paste just the Amazon product link, with no other text."
+NOT_AMAZON = "That is not an Amazon product link."
+SHORT_MESSAGE = (
+    "Short links cannot be imported: open the link and paste the product page's address instead."
+)
 
 
 @pytest.mark.parametrize(
@@ -516,6 +521,11 @@ REVIEW = "https://www.amazon.com/gp/customer-reviews"
             "https://www.amazon.com/sspa/click?url=%2Fgp%2Fcustomer-reviews%2FR1ABC%3FASIN%3DB0ABCDEFGH",
             "B0ABCDEFGH",
         ),
+        # the fragment ends the query at its first "#"
+        (f"{REVIEW}/R1ABCDEF123XYZ?ASIN=B0ABCDEFGH#a#b", "B0ABCDEFGH"),
+        # amzn.com takes the same query, and a scheme-relative link is https
+        ("https://amzn.com/gp/customer-reviews/R1ABC?ASIN=B0ABCDEFGH", "B0ABCDEFGH"),
+        ("//www.amazon.com:443/dp/B0ABCDEFGH", "B0ABCDEFGH"),
     ],
 )
 def test_asin_from_the_query_of_a_review_or_a_sponsored_target(link: str, asin: str) -> None:
@@ -528,6 +538,8 @@ def test_asin_from_the_query_of_a_review_or_a_sponsored_target(link: str, asin: 
         f"{REVIEW}?ASIN=B0ABCDEFGH",  # no review id: not a review page
         "https://www.amazon.com/some/other/page?asin=B0ABCDEFGH",  # only review pages
         f"{REVIEW}/R1ABCDEF123XYZ?ASIN=&ASIN=B0ABCDEFGH",  # the first value counts, blank too
+        f"{REVIEW}/R1ABCDEF123XYZ#ASIN=B0ABCDEFGH",  # a fragment is not a query
+        "www.amazon.com",
         # a fragment is not a query, in the sponsored target either
         "https://www.amazon.com/sspa/click?url=%2Fgp%2Fcustomer-reviews%2FR1ABC%23ASIN%3DB0ABCDEFGH",
         # a slug goes only before the dp shapes
@@ -549,6 +561,42 @@ def test_edges_that_are_not_product_pages(link: str) -> None:
             ErrorCode.UNRECOGNIZED_AMAZON_URL,
             "Links with a user name or password in them are not accepted.",
             {},
+        ),
+        ("", UNRECOGNIZED, "Paste an Amazon product link.", {}),
+        ("h" * 2049, UNRECOGNIZED, "That text is too long to be an Amazon product link.", {}),
+        *(
+            (f"https://www.amazon.com/dp/B0ABCDEFGH{extra}", UNRECOGNIZED, NO_OTHER_TEXT, {})
+            for extra in (" see this", "\x00", "\x7f")  # control characters too
+        ),
+        *(
+            (link, UNRECOGNIZED, "Only http and https links can be imported.", {})
+            for link in ("ftp://www.amazon.com/dp/B0ABCDEFGH", "javascript:alert(1)")
+        ),
+        # no host at all: nothing to name in details
+        ("https:///www.amazon.com/dp/B0ABCDEFGH", UNRECOGNIZED, NOT_AMAZON, {}),
+        (
+            "https://www.amazon.com/gp/help/customer",
+            UNRECOGNIZED,
+            "That Amazon link does not point to a product page.",
+            {"host": "www.amazon.com"},
+        ),
+        (
+            "https://amzn.com/sspa/click?url=%2Fdp%2FB0ABCDEFGH",  # only amazon.* sponsors
+            ErrorCode.UNSUPPORTED_SHORT_LINK,
+            SHORT_MESSAGE,
+            {"host": "amzn.com"},
+        ),
+        (
+            "https://amzn.to./3xYzAbC",
+            ErrorCode.UNSUPPORTED_SHORT_LINK,
+            SHORT_MESSAGE,
+            {"host": "amzn.to"},
+        ),
+        (
+            "https://www.amazon.cn/gp/customer-reviews/R1ABC?ASIN=B0ABCDEFGH",
+            ErrorCode.UNSUPPORTED_AMAZON_LOCALE,
+            "Products from amazon.cn are not supported.",
+            {"host": "amazon.cn"},
         ),
         (
             "https://amzn.to/3xYzAbC",
