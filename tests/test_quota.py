@@ -657,3 +657,36 @@ def test_memory_quota_starts_afresh_in_each_gunicorn_preload_worker(tmp_path: Pa
     for seen in answers.values():  # the first call of each worker passes, then the day is spent
         assert seen[0] is True
         assert not any(seen[1:])
+
+
+# -- refusals, word for word (mutation testing, docs/testing.md) ------------------------
+
+
+def test_refusal_messages_name_the_limit_and_the_wait(clock: FakeClock, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1/second", margin=0.15), clock)
+    quota.acquire(KEY)
+    clock.now = T0 + 1.10
+    window = refusal(quota)
+    assert window.message == (
+        "Amazon allows 1 per 1 second for these credentials; the next slot frees in 1 s."
+    )
+    assert window.details == {
+        "source": "local",
+        "retryAfter": 1,
+        "limit": "second",
+        "quota": "1 per 1 second",
+    }
+
+    quota.penalize(KEY, 0.5)
+    penalty = refusal(quota)
+    assert penalty.message == "Amazon throttled these credentials (HTTP 429); retry in 1 s."
+    assert penalty.details == {"source": "local", "retryAfter": 1, "limit": "penalty"}
+
+
+def test_a_penalty_ending_with_the_window_is_what_the_refusal_names(
+    clock: FakeClock, new_quota: Any
+) -> None:
+    quota = new_quota(make_settings("1/second", margin=0), clock)
+    quota.acquire(KEY)  # the window frees at T0 + 1
+    quota.penalize(KEY, 1)  # and so does the penalty: Amazon's own word comes first
+    assert refusal(quota).details["limit"] == "penalty"
