@@ -690,3 +690,19 @@ def test_a_penalty_ending_with_the_window_is_what_the_refusal_names(
     quota.acquire(KEY)  # the window frees at T0 + 1
     quota.penalize(KEY, 1)  # and so does the penalty: Amazon's own word comes first
     assert refusal(quota).details["limit"] == "penalty"
+
+
+def test_the_refusal_names_whichever_frees_last(clock: FakeClock, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1/second", margin=0), clock)
+    quota.acquire(KEY)  # the window frees at T0 + 1...
+    quota.penalize(KEY, 30)  # ...the penalty 29 s later
+    error = refusal(quota, max_wait=3)
+    assert (error.details["limit"], error.headers["Retry-After"]) == ("penalty", "30")
+
+
+def test_a_call_goes_through_the_moment_a_penalty_ends(clock: FakeClock, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1/second", margin=0), clock)
+    quota.penalize(KEY, 2)
+    clock.now = T0 + 2
+    quota.acquire(KEY, max_wait=0)
+    assert quota.status(KEY)[0].used == 1
