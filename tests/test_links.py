@@ -572,8 +572,16 @@ def test_edges_that_are_not_product_pages(link: str) -> None:
             (link, UNRECOGNIZED, "Only http and https links can be imported.", {})
             for link in ("ftp://www.amazon.com/dp/B0ABCDEFGH", "javascript:alert(1)")
         ),
-        # no host at all: nothing to name in details
+        # no host, an IP literal or a non-ASCII host: nothing worth naming in details
         ("https:///www.amazon.com/dp/B0ABCDEFGH", UNRECOGNIZED, NOT_AMAZON, {}),
+        ("https://[::1]/dp/B0ABCDEFGH", UNRECOGNIZED, NOT_AMAZON, {}),
+        ("https://www.\u0430mazon.com/dp/B0ABCDEFGH", UNRECOGNIZED, NOT_AMAZON, {}),
+        (
+            "https://www.amazon.com:8080/dp/B0ABCDEFGH",
+            UNRECOGNIZED,
+            "Links to a non-standard port are not accepted.",
+            {},
+        ),
         (
             "https://www.amazon.com/gp/help/customer",
             UNRECOGNIZED,
