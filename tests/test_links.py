@@ -563,6 +563,20 @@ def test_edges_that_are_not_product_pages(link: str) -> None:
             {},
         ),
         ("", UNRECOGNIZED, "Paste an Amazon product link.", {}),
+        (None, UNRECOGNIZED, "Paste an Amazon product link.", {}),  # not even text
+        ("https://example.com/dp/B0ABCDEFGH", UNRECOGNIZED, NOT_AMAZON, {"host": "example.com"}),
+        (
+            "https://www.amazon.cn/gp/help",
+            UNRECOGNIZED,
+            "That Amazon link does not point to a product page.",
+            {"host": "amazon.cn"},
+        ),
+        (
+            "https://www.amazon.cn/sspa/click?url=%2Fdp%2FB0ABCDEFGH",  # sponsored counts too
+            ErrorCode.UNSUPPORTED_AMAZON_LOCALE,
+            "Products from amazon.cn are not supported.",
+            {"host": "amazon.cn"},
+        ),
         ("h" * 2049, UNRECOGNIZED, "That text is too long to be an Amazon product link.", {}),
         *(
             (f"https://www.amazon.com/dp/B0ABCDEFGH{extra}", UNRECOGNIZED, NO_OTHER_TEXT, {})
