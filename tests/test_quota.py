@@ -706,3 +706,13 @@ def test_a_call_goes_through_the_moment_a_penalty_ends(clock: FakeClock, new_quo
     clock.now = T0 + 2
     quota.acquire(KEY, max_wait=0)
     assert quota.status(KEY)[0].used == 1
+
+
+def test_a_window_of_several_units_keeps_its_length(clock: FakeClock, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1 per 2 seconds", margin=0), clock)
+    quota.acquire(KEY)
+    clock.now = T0 + 1.5  # past one second, inside two
+    error = refusal(quota)
+    assert (error.details["quota"], error.headers["Retry-After"]) == ("1 per 2 second", "1")
+    clock.now = T0 + 2
+    quota.acquire(KEY, max_wait=0)
