@@ -275,7 +275,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
             "amazon import refused code=%s status=%s details=%s",
             error.code.value,
             error.status,
-            error.details,
+            dict(error.details),  # a snapshot: the body adds requestId (a record attribute)
         )
         return _error_response(error)
 
