@@ -59,15 +59,16 @@ class RequestIdFilter(logging.Filter):
     """Sets ``record.request_id`` to the bound request id(s); never drops a record and
     never touches the message.
 
-    Attached to the package's loggers by ``init_app``. A host may also attach it to a
-    *handler*, so every record through that handler has the attribute (``None`` outside
-    an import) and a ``%(request_id)s`` format never fails on the host's own lines.
+    Attached to the package's loggers by ``init_app``; a host may also attach it to a
+    handler, so the host's own lines logged during an import carry the id too. Outside
+    an import no attribute is set: give the formatter a default
+    (``logging.Formatter(fmt, defaults={"request_id": "-"})``).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "request_id", None) is None:
-            ids = _request_ids.get()
-            record.request_id = ",".join(ids) if ids else None
+        ids = _request_ids.get()
+        if ids and not hasattr(record, "request_id"):
+            record.request_id = ",".join(ids)
         return True
 
 
