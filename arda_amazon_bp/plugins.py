@@ -4,10 +4,11 @@ per-app view of it (plugins registered for one app, hooks run in that app's cont
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pluggy
@@ -56,10 +57,11 @@ def app_context(app: Flask | None) -> Iterator[None]:
 
 
 class PluginScopes:
-    """Which plugins of a shared manager were registered for one app only.
+    """The names of the plugins registered for one app only, to unregister them with it.
 
     One extension may serve several apps (an app factory, tests); a plugin registered
-    with ``AmazonImport.register(plugin, app=app)`` is hidden from every other app.
+    with ``AmazonImport.register(plugin, app=app)`` answers only that app's hook calls
+    (:class:`_ScopedPlugin`).
     """
 
     def __init__(self) -> None:
@@ -80,15 +82,9 @@ class PluginScopes:
             if pm.get_plugin(name) is not None:
                 pm.unregister(name=name)
 
-    def foreign(self, pm: pluggy.PluginManager, app: Flask | None) -> list[object]:
-        """Plugins registered for apps other than ``app``."""
-        with self._lock:
-            names = [n for n, ref in self._owner.items() if ref() is not app]
-        return [p for p in map(pm.get_plugin, names) if p is not None]
-
 
 class AppHookCaller:
-    """One hook as an app sees it: its plugins only, called inside its app context."""
+    """One hook, called inside its app's context (where other apps' plugins keep quiet)."""
 
     def __init__(self, caller: pluggy.HookCaller, app: Flask | None) -> None:
         self._caller = caller
@@ -125,9 +121,8 @@ class AppPlugins:
         self.hook = _AppHooks(self)
 
     def caller(self, name: str) -> AppHookCaller:
-        app = self._app()
-        caller = self.shared.subset_hook_caller(name, self._scopes.foreign(self.shared, app))
-        return AppHookCaller(caller, app)
+        # Plugins of other apps stay quiet by themselves (_ScopedPlugin) in this context.
+        return AppHookCaller(getattr(self.shared.hook, name), self._app())
 
     def register(self, plugin: object, name: str | None = None) -> str:
         app = self._app()
@@ -153,6 +148,38 @@ def register_for_app(
     """
     base = name or pm.get_canonical_name(plugin)
     scoped = f"{base}@{app.name}#{id(app):x}"
-    pm.register(plugin, name=scoped)
+    pm.register(_ScopedPlugin(pm, plugin, app), name=scoped)
     scopes.add(scoped, app)
     return scoped
+
+
+class _ScopedPlugin:
+    """Stands for a plugin registered for one app: its hook implementations answer
+    ``None`` (which pluggy skips) unless called for that app.
+
+    Every hook runs inside its app's context (:func:`app_context`), so ``current_app``
+    says which app a call is for. Each implementation is copied onto this object as a
+    plain function (pluggy looks hooks up statically, in the instance ``__dict__``
+    among others), its signature and hookimpl marker kept by ``functools.wraps``. One
+    object may so be registered for several apps.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, plugin: object, app: Flask) -> None:
+        self.plugin = plugin
+        owner = weakref.ref(app)
+        for name in dir(plugin):
+            if pm.parse_hookimpl_opts(plugin, name) is not None:
+                setattr(self, name, _for_app(getattr(plugin, name), owner))
+
+    def __repr__(self) -> str:
+        return f"<{self.plugin!r} for one app>"
+
+
+def _for_app(implementation: Callable[..., Any], owner: weakref.ref[Flask]) -> Any:
+    @functools.wraps(implementation)
+    def for_its_app(*args: Any, **kwargs: Any) -> Any:
+        if not has_app_context() or current_app._get_current_object() is not owner():  # type: ignore[attr-defined]
+            return None
+        return implementation(*args, **kwargs)
+
+    return for_its_app
