@@ -121,6 +121,7 @@ __all__ = [
     "REDIS_SOCKET_TIMEOUT",
     "Quota",
     "WindowStatus",
+    "reset_process_memory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -434,6 +435,14 @@ class _ProcessMemory:
 
 
 _PROCESS_MEMORY = _ProcessMemory()
+
+
+def reset_process_memory() -> None:
+    """Forget every in-memory window and penalty of this process, for test suites that
+    build an app per test: the next quota starts from a fresh storage. Quotas still open
+    keep the storage they had (close apps with ``AmazonImport.close(app)``)."""
+    with _PROCESS_MEMORY._lock:
+        _PROCESS_MEMORY._storage, _PROCESS_MEMORY._users = None, 0
 
 
 class Quota:

@@ -36,6 +36,20 @@ def test_without_an_api_the_extension_creates_one(creators_env):
         app.extensions["arda_amazon_bp"].close()
 
 
+def test_without_an_api_argument_the_apps_own_api_is_used(creators_env):
+    """The README's no-argument path with a host that has its Api already: no second Api
+    (which would clash with the host's), our routes join the host's document."""
+    app = Flask("has_api")
+    app.config.update(API_TITLE="Host", API_VERSION="2", OPENAPI_VERSION="3.0.3")
+    api = Api(app)
+    extension = AmazonImport(app)
+    try:
+        assert list(app.extensions["flask-smorest"]["apis"]) == [""]
+        assert "/api/amazon/import" in api.spec.to_dict()["paths"]
+    finally:
+        extension.close(app)
+
+
 def test_url_prefix_is_configurable(make_app):
     app = make_app(AMAZON_IMPORT_URL_PREFIX="/bff/amazon/")
     assert app.url_map.bind("").match("/bff/amazon/import", method="POST")
