@@ -12,7 +12,7 @@ One dispatcher thread per marketplace and process takes slots and forms batches;
 HTTP calls themselves run on threads of their own (at most :data:`MAX_CALLS_IN_FLIGHT`,
 started per call, so nothing idles between imports), so a slow answer never holds the next slot
 back when the configured rate allows more than one call in flight. A slot is taken only
-once a pool thread is free to send its call at once: the limiter spaces *slots*, and
+once a call thread is free to send its call at once: the limiter spaces *slots*, and
 Amazon counts *arrivals*, so a call that queued for a thread after its slot was taken
 (the fifth of a burst under a 5/second limit, one call's duration late) would eat the
 ``AMAZON_RATE_MARGIN_SECONDS`` margin and could arrive inside Amazon's window.
@@ -188,7 +188,7 @@ class _Dispatcher:
                 self._free_threads.release()
 
     def _take_slot_and_send(self, credentials: Credentials, oldest: _Waiter) -> bool:
-        """With a free thread in hand: take a slot and hand a batch to the pool (True),
+        """With a free thread in hand: take a slot and start a call thread with a batch (True),
         or answer those who cannot wait any longer (False)."""
         budget = max(0.0, oldest.deadline - time.monotonic())
         try:
