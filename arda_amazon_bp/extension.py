@@ -52,7 +52,6 @@ class AmazonImportState:
     lookup: ProductLookup
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
-    closed: bool = False
 
     def observe_call(self, event: Mapping[str, Any]) -> None:
         """Forward one upstream call to ``arda_amazon_upstream_call`` implementations."""
@@ -78,7 +77,6 @@ class AmazonImportState:
     def close(self) -> None:
         """Stop the lookup threads and close connections (idempotent; see
         :meth:`AmazonImport.close`)."""
-        self.closed = True
         self.lookup.close()
         self.client.close()
         self.quota.close()
