@@ -17,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import creators_sandbox
 import example_bff
 from werkzeug.serving import make_server
+
+from arda_amazon_bp.testing import sandbox as creators_sandbox
 
 DEMO_ASIN = "B0C7NTRL01"
 

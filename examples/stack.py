@@ -56,7 +56,7 @@ from typing import IO, Any, Literal
 import requests
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
-SANDBOX_SCRIPT = EXAMPLES_DIR / "creators_sandbox.py"
+SANDBOX_SCRIPT = EXAMPLES_DIR.parent / "arda_amazon_bp" / "testing" / "sandbox.py"
 LOOPBACK = "127.0.0.1"
 
 # The sandbox's demo credential (examples/creators_sandbox.py; kept literal so this module

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-import creators_sandbox as cs
 import pytest
 import requests
 from flask import Flask
 
-SANDBOX_SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "creators_sandbox.py"
+from arda_amazon_bp.testing import sandbox as cs
+
+SANDBOX_SCRIPT = Path(cs.__file__)
 TIMEOUT = 5.0
 
 

@@ -9,11 +9,12 @@ import sys
 import time
 from typing import Any
 
-import creators_sandbox as cs
 import fixtures_sandbox
 import pytest
 import requests
 from fixtures_sandbox import SANDBOX_SCRIPT, SandboxHandle, sandbox_subprocess
+
+from arda_amazon_bp.testing import sandbox as cs
 
 # tests/conftest.py imports these too; binding them here keeps the module self-contained.
 sandbox_server = fixtures_sandbox.sandbox_server

@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import creators_sandbox as cs
 import pytest
 from fixtures_credentials import FAKE_OP, make_op_token
 from fixtures_sandbox import SandboxHandle
@@ -57,6 +56,7 @@ from arda_amazon_bp.config import DEFAULTS
 from arda_amazon_bp.errors import ERROR_STATUSES, ErrorCode, UpstreamReason
 from arda_amazon_bp.links import SHORT_LINK_HOSTS, parse_product_link
 from arda_amazon_bp.marketplaces import MARKETPLACES, UNSUPPORTED_STORES
+from arda_amazon_bp.testing import sandbox as cs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -29,7 +29,6 @@ import limits.storage.memory
 import pytest
 import redis
 import requests
-from creators_sandbox import max_in_window
 from fixtures_app import AmazonMock, make_item, post_import
 from fixtures_redis import RedisServer
 from fixtures_sandbox import SandboxHandle
@@ -37,6 +36,7 @@ from flask import Flask
 from stack import StackHandle, run_stack
 
 from arda_amazon_bp.quota import NAMESPACE, Quota
+from arda_amazon_bp.testing.sandbox import max_in_window
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,1 @@
+"""Test helpers for hosts of the plugin: the sandbox Creators API (``sandbox``)."""
