@@ -368,7 +368,7 @@ def test_waiting_for_slots_is_fair_first_in_first_out(
     make_app: Callable[..., Flask], sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sandbox.configure(rate=RATE)
-    settings = sandbox.app_config("2.1")
+    settings = sandbox.app_config("2.1", backend="env")
     for key, value in settings.items():
         if key.startswith("AMAZON_CREATORS_") and key != "AMAZON_CREATORS_API_HOST":
             monkeypatch.setenv(key, value)
