@@ -2,8 +2,9 @@
 
 ``sandbox`` (function scope) is the package's ``amazon_sandbox`` fixture: the session's
 sandbox after a full reset (call log, faults, config and credentials back to the
-defaults); ``sandbox_server`` is the same server without the reset. ``sandbox_app(version="2.1",
-**overrides)`` builds a host app (``make_app``) whose Amazon is that sandbox.
+defaults); ``sandbox_server`` is the same server without the reset.
+``sandbox_app(version="2.1", **overrides)`` builds a host app (``make_app``) whose Amazon
+is that sandbox.
 ``sandbox_subprocess(...)`` runs the sandbox CLI (``python -m arda_amazon_bp.testing``)
 in its own process (for gunicorn multi-process tests) and yields its base URL; wrap the
 URL in ``SandboxHandle(url)`` to drive it. Everything goes over loopback HTTP, so the
@@ -58,8 +59,9 @@ def sandbox_app(
     """``sandbox_app(version="2.1", **overrides)``: a ``make_app`` app whose Amazon is the
     sandbox, with ``sandbox.app_config(version)`` updated by ``overrides``.
 
-    The env backend reads the process environment, so the sandbox credentials from
-    ``app_config`` are exported (for the test only) rather than put into the app config.
+    It uses the ``env`` backend (the rotation and secrets tests change its variables), so
+    the sandbox credentials from ``app_config`` are exported for the test only. Hosts use
+    ``amazon_sandbox.config`` (the ``config`` backend) instead.
     Anything else — timeouts, ``AMAZON_MAX_WAIT_SECONDS``, rate limits — is the test's
     choice, passed as an override (``make_app``'s fast defaults apply otherwise).
     """
