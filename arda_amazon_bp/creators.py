@@ -39,6 +39,7 @@ from .forks import reset_in_child
 from .get_items import (
     GET_ITEMS_PATH,
     GET_ITEMS_RESOURCES,
+    ITEM_NOT_RETURNED,
     MAX_ITEMS_PER_CALL,
     GetItemsResult,
     ItemError,
@@ -46,14 +47,28 @@ from .get_items import (
     interpret_items,
     normalize_asins,
 )
-from .tokens import TOKEN_URLS, Tokens
+from .tokens import (
+    DEFAULT_TOKEN_LIFETIME,
+    TOKEN_REFRESH_MARGIN,
+    TOKEN_SCOPES,
+    TOKEN_URLS,
+    Tokens,
+)
 from .transport import DisallowedHostError, make_session
-from .upstream import _Call, _event_details, _fail
+from .upstream import LOG_TEXT_LIMIT, _Call, _event_details, _fail
 
+# The public names this module had before token handling and the getItems mapping moved
+# out (docs/architecture.md, "Module map") are still importable from here.
 __all__ = [
+    "DEFAULT_TOKEN_LIFETIME",
+    "GET_ITEMS_PATH",
     "GET_ITEMS_RESOURCES",
+    "ITEM_NOT_RETURNED",
+    "LOG_TEXT_LIMIT",
     "MAX_BODY_BYTES",
     "MAX_ITEMS_PER_CALL",
+    "TOKEN_REFRESH_MARGIN",
+    "TOKEN_SCOPES",
     "TOKEN_URLS",
     "CreatorsClient",
     "GetItemsResult",
