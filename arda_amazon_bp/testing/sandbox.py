@@ -2,8 +2,9 @@
 
 It serves the same contract as Amazon — Amazon's Creators API reference
 (affiliate-program.amazon.com/creatorsapi/docs/en-us/api-reference) and the official
-``amazon-creatorsapi-python-sdk``, whose requests it accepts; the response shape is
-summed up in docs/testing-your-integration.md — so the demo, the integration tests, the
+``amazon-creatorsapi-python-sdk``, whose requests it accepts; docs/architecture.md
+("Upstream facts") lists what the plugin relies on, and docs/testing-your-integration.md
+sums up the response shape — so the demo, the integration tests, the
 multi-process quota tests, the benchmarks, the fault tests and a host's own tests (the
 ``amazon_sandbox`` pytest fixture) can point ``AMAZON_CREATORS_API_HOST`` and
 ``AMAZON_TOKEN_URL`` at it:
