@@ -18,17 +18,18 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import limits.storage.memory
 import pytest
 import yaml
 from fixtures_sandbox import SandboxApp, SandboxHandle
-from test_quota import FakeClock, clock, make_settings  # noqa: F401 (clock: a fixture)
 from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from test_quota import FakeClock, make_settings
 
-from arda_amazon_bp import metrics
 from arda_amazon_bp.metrics import METRICS, NULL_RECORDER, PrometheusRecorder, recorder_for
 from arda_amazon_bp.quota import Quota
 
@@ -194,6 +195,14 @@ def test_a_credential_backend_failure_is_counted(
 
 
 # --- quota -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """test_quota's fake clock, also for the memory storage's own time.time()."""
+    fake = FakeClock()
+    monkeypatch.setattr(limits.storage.memory, "time", SimpleNamespace(time=fake.time))
+    return fake
 
 
 def test_quota_waits_and_refusals_are_recorded(
