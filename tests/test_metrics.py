@@ -44,20 +44,31 @@ CREDENTIAL_ID = "sandbox-client-id-0001"  # the sandbox's demo credential (fixtu
 # --- reading an exposition --------------------------------------------------------------
 
 
-def samples(registry: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of ``generate_latest(registry)``: (name, sorted labels) -> value."""
-    text = generate_latest(registry).decode()
-    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    """Every sample of a text exposition: (name, sorted labels) -> value."""
+    found: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
 
 
-def value(registry: Any, name: str, **labels: str) -> float:
+def samples(registry: Any) -> Samples:
+    return parse(generate_latest(registry).decode())
+
+
+def total(found: Samples, name: str, **labels: str) -> float:
     """Sum of ``name`` over the series whose labels include ``labels`` (0 if none)."""
     wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples(registry).items() if n == name and wanted <= set(ls))
+    return sum(v for (n, ls), v in found.items() if n == name and wanted <= set(ls))
+
+
+def value(registry: Any, name: str, **labels: str) -> float:
+    """:func:`total` over ``generate_latest(registry)``."""
+    return total(samples(registry), name, **labels)
 
 
 def import_url(app: Flask, url: str) -> Any:
@@ -483,6 +494,12 @@ def test_promtool_accepts_the_rules_and_they_fire(tmp_path: Path) -> None:
         [PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    # promtool compares annotations too; the unit tests are about when each alert fires.
+    document = yaml.safe_load(alerting_rules())
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules.write_text(yaml.safe_dump(document, allow_unicode=True))
     tests = tmp_path / "arda_amazon.rules.test.yml"
     tests.write_text(RULE_TESTS)
     tested = subprocess.run(
@@ -544,3 +561,51 @@ tests:
         exp_alerts:
           - exp_labels: {severity: warning, marketplace: www.amazon.com}
 """
+
+
+# --- gunicorn, two workers, prometheus_client's multiprocess mode --------------------------
+
+
+@pytest.mark.slow
+def test_gunicorn_workers_report_summed_counts_in_multiprocess_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example BFF under gunicorn (2 workers, PROMETHEUS_MULTIPROC_DIR set): /metrics,
+    whichever worker answers it, shows the counts of both workers added up."""
+    import requests
+    from stack import run_stack
+    from test_quota_multiprocess import ACCESS_LOG, import_all, serving_workers
+
+    multiproc_dir = tmp_path / "prometheus"
+    multiproc_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(multiproc_dir))  # gunicorn inherits it
+    asins = [f"B0SYN{n:05d}" for n in range(101, 117)]
+    config = {"AMAZON_RATE_LIMITS": "50/second;8640/day", "AMAZON_RATE_MARGIN_SECONDS": 0}
+    with run_stack(
+        workers=2, threads=8, rate=50, storage="memory", config=config, gunicorn_args=ACCESS_LOG
+    ) as stack:
+        served = import_all(stack, asins, timeout=30)
+        assert [r.status_code for _, r, _ in served] == [200] * len(asins)
+        workers = serving_workers(stack)
+        assert len(workers) == 2, stack.logs()[-2000:]  # each worker counted a share only
+        stats = stack.sandbox.stats(calls=False)
+        scrapes = []
+        for _ in range(4):  # answered by either worker: the same totals every time
+            with requests.Session() as session:
+                response = session.get(stack.bff_url + "/metrics", timeout=10)
+            assert response.status_code == 200
+            scrapes.append(response.text)
+
+    files = {p.name for p in multiproc_dir.iterdir()}
+    assert {f"counter_{pid}.db" for pid in workers} <= files, files
+    for text in scrapes:
+        found = parse(text)
+        assert total(found, "arda_amazon_imports_total", code="OK") == len(asins)
+        assert total(found, "arda_amazon_upstream_calls_total") == stats["total_calls"]
+        assert (
+            total(found, "arda_amazon_token_requests_total", outcome="ok")
+            == (stats["token_requests"])
+        )
+        assert total(found, "arda_amazon_cache_lookups_total", result="miss") == len(asins)
+        remaining = [k for k in found if k[0] == "arda_amazon_quota_remaining"]
+        assert len(remaining) == 1, remaining  # mostrecent: one series, not one per worker
