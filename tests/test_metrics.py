@@ -24,21 +24,24 @@ from typing import Any
 import limits.storage.memory
 import pytest
 import yaml
+from fixtures_app import USER_TOKEN
 from fixtures_sandbox import SandboxApp, SandboxHandle
 from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_quota import FakeClock, make_settings
 
+from arda_amazon_bp.credentials import mask
 from arda_amazon_bp.metrics import METRICS, NULL_RECORDER, PrometheusRecorder, recorder_for
 from arda_amazon_bp.quota import Quota
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS_MD = ROOT / "docs" / "metrics.md"
-USER = {"Authorization": "Bearer user-token-1"}
+USER = {"Authorization": f"Bearer {USER_TOKEN}"}
 CATALOG_ASIN = "B0C7NTRL01"  # complete: 200
 UNKNOWN_ASIN = "B0UNKNOWN1"  # not in the sandbox catalog: 206 with a notice
-CREDENTIAL_ID = "sandbox-client-id-0001"  # the sandbox's demo credential (fixtures_sandbox)
+CREDENTIAL_ID = SandboxHandle.credential().credential_id  # the sandbox's demo credential
+CREDENTIAL_LABEL = mask(CREDENTIAL_ID)  # "…0001"
 
 
 # --- reading an exposition --------------------------------------------------------------
@@ -137,10 +140,9 @@ def test_imports_against_the_sandbox_show_up_in_the_exposition(
     assert value(registry, "arda_amazon_cache_lookups_total", result="miss") == 4
     assert value(registry, "arda_amazon_quota_wait_seconds_count") == stats["total_calls"]
     assert value(registry, "arda_amazon_credential_loads_total", backend="env", outcome="ok") >= 1
-    assert value(registry, "arda_amazon_quota_limit", window="day", credential="…0001") == 8640
-    assert value(registry, "arda_amazon_quota_remaining", window="day", credential="…0001") == (
-        8640 - stats["total_calls"]
-    )
+    window = {"window": "day", "credential": CREDENTIAL_LABEL}
+    assert value(registry, "arda_amazon_quota_limit", **window) == 8640
+    assert value(registry, "arda_amazon_quota_remaining", **window) == 8640 - stats["total_calls"]
 
 
 def test_no_label_value_is_an_asin_a_url_a_request_id_or_a_credential_id(
