@@ -15,6 +15,7 @@ Metric names, types and labels are documented in ``docs/metrics.md`` (a test com
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -124,6 +125,7 @@ def _config_name(value: object) -> str:
     return value if isinstance(value, str) and _CONFIG_NAME.match(value) else OTHER
 
 
+@functools.lru_cache(maxsize=64)  # one entry per configured limit
 def window_label(limit: str) -> str:
     """``"8640 per 1 day"`` (a ``limits`` item as text) -> ``"day"``."""
     try:
@@ -210,24 +212,34 @@ class PrometheusRecorder(Recorder):
             for metric in created:  # leave the registry as it was
                 registry.unregister(metric)
             raise
+        # labels() validates and locks on every call; a cache hit should not pay for that
+        # several times over. Label values are bounded, so this dict is too.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         for result in ("hit", "miss"):  # both series exist from the start: rate() needs 0
-            self._cache.labels(result=result)
+            self._child(self._cache, result)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def import_failed(self, code: str) -> None:
-        self._imports.labels(code=_bounded(code, IMPORT_CODES)).inc()
+        self._child(self._imports, _bounded(code, IMPORT_CODES)).inc()
 
     def import_succeeded(self, status: int) -> None:
-        self._imports.labels(code="OK" if status == 200 else "PARTIAL").inc()
+        self._child(self._imports, "OK" if status == 200 else "PARTIAL").inc()
 
     def upstream_call(self, event: Mapping[str, Any]) -> None:
         outcome = _bounded(event.get("outcome"), CALL_OUTCOMES)
         if event.get("kind") == "token":
-            self._tokens.labels(outcome=outcome).inc()
+            self._child(self._tokens, outcome).inc()
             return
         if event.get("kind") != "getItems":
             return
         marketplace = _bounded(event.get("marketplace"), MARKETPLACE_HOSTS)
-        self._calls.labels(marketplace=marketplace, outcome=outcome).inc()
+        self._child(self._calls, marketplace, outcome).inc()
         elapsed = event.get("elapsed")
         if isinstance(elapsed, (int, float)):
             self._call_seconds.observe(max(0.0, float(elapsed)))
@@ -238,27 +250,27 @@ class PrometheusRecorder(Recorder):
             self.upstream_event(outcome)
 
     def upstream_event(self, name: str) -> None:
-        self._events.labels(event=_bounded(name, UPSTREAM_EVENTS)).inc()
+        self._child(self._events, _bounded(name, UPSTREAM_EVENTS)).inc()
 
     def cache_lookups(self, hits: int, misses: int) -> None:
         if hits:
-            self._cache.labels(result="hit").inc(hits)
+            self._child(self._cache, "hit").inc(hits)
         if misses:
-            self._cache.labels(result="miss").inc(misses)
+            self._child(self._cache, "miss").inc(misses)
 
     def quota_waited(self, seconds: float) -> None:
         self._quota_wait.observe(max(0.0, seconds))
 
     def quota_refused(self, limit: str) -> None:
-        self._refusals.labels(limit=_bounded(limit, QUOTA_LIMITS)).inc()
+        self._child(self._refusals, _bounded(limit, QUOTA_LIMITS)).inc()
 
     def quota_window(self, credential_id: str, limit: str, amount: int, remaining: int) -> None:
-        labels = {"window": window_label(limit), "credential": mask(credential_id)}
-        self._remaining.labels(**labels).set(remaining)
-        self._limit.labels(**labels).set(amount)
+        labels = (window_label(limit), mask(credential_id))
+        self._child(self._remaining, *labels).set(remaining)
+        self._child(self._limit, *labels).set(amount)
 
     def credential_load(self, backend: str, ok: bool) -> None:
-        self._loads.labels(backend=_config_name(backend), outcome="ok" if ok else "error").inc()
+        self._child(self._loads, _config_name(backend), "ok" if ok else "error").inc()
 
 
 NULL_RECORDER = Recorder()
