@@ -161,12 +161,18 @@ def test_no_label_value_is_an_asin_a_url_a_request_id_or_a_credential_id(
 
 
 def test_an_eligibility_loss_is_counted_every_time_though_logged_once(
-    sandbox_app: SandboxApp, sandbox: SandboxHandle, registry: CollectorRegistry
+    sandbox_app: SandboxApp,
+    sandbox: SandboxHandle,
+    registry: CollectorRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = sandbox_app("3.1", metrics_registry=registry)
-    sandbox.configure(eligible=False)
-    for asin in ("B0SYN00011", "B0SYN00012"):
-        assert import_url(app, dp(asin)).status_code == 502
+    sandbox.fault("associate_not_eligible", count=2)
+    with caplog.at_level(logging.ERROR, logger="arda_amazon_bp.extension"):
+        for asin in ("B0SYN00011", "B0SYN00012"):
+            assert import_url(app, dp(asin)).status_code == 502
+    logged = [r for r in caplog.records if r.getMessage().startswith("amazon_upstream_event ")]
+    assert len(logged) == 1  # AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS throttles the log line
     assert value(registry, "arda_amazon_upstream_events_total", event="associate_not_eligible") == 2
     assert (
         value(registry, "arda_amazon_upstream_calls_total", outcome="associate_not_eligible") == 2
