@@ -38,6 +38,7 @@ _LOGGERS = (
     "arda_amazon_bp.cache",
     "arda_amazon_bp.credentials",
     "arda_amazon_bp.extension",
+    "arda_amazon_bp.metrics",
 )
 
 
