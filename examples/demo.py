@@ -49,9 +49,12 @@ def serve(app: Flask, port: int, sandbox_url: str) -> int:
     server = make_server("127.0.0.1", port, app, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
     token = example_bff.DEFAULT_DEMO_TOKEN
+    has_metrics = "prometheus_metrics" in app.view_functions  # the prometheus extra
+    metrics_line = f"Prometheus metrics on {base}/metrics\n" if has_metrics else ""
     print(
         f"\nsandbox Creators API on {sandbox_url}\n"
-        f"example BFF on {base}  (OpenAPI: {base}/openapi.json)\n\n"
+        f"example BFF on {base}  (OpenAPI: {base}/openapi.json)\n"
+        f"{metrics_line}\n"
         "Try:\n"
         f"  curl -s -X POST {base}/api/amazon/import \\\n"
         f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
