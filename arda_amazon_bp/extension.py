@@ -22,6 +22,7 @@ from .credentials import CredentialProvider, backend_from_plugins
 from .lookup import ProductLookup
 from .plugins import make_plugin_manager
 from .quota import Quota
+from .short_links import ShortLinks
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ _LOGGERS = (
     "arda_amazon_bp.cache",
     "arda_amazon_bp.credentials",
     "arda_amazon_bp.extension",
+    "arda_amazon_bp.short_links",
 )
 
 
@@ -50,6 +52,7 @@ class AmazonImportState:
     quota: Quota
     cache: ProductCache
     lookup: ProductLookup
+    links: ShortLinks
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -79,6 +82,7 @@ class AmazonImportState:
         self.client.close()
         self.quota.close()
         self.cache.close()
+        self.links.close()
 
 
 class AmazonImport:
@@ -140,6 +144,7 @@ class AmazonImport:
             quota=quota,
             cache=cache,
             lookup=lookup,
+            links=ShortLinks(settings),
         )
         app.extensions[EXTENSION_NAME] = state
 
