@@ -1432,6 +1432,8 @@ _SHARE_QUERY = (
 SHORT_LINKS: dict[str, tuple[int, str]] = {
     # One hop: a share link to its product page.
     "/d/1hopA01": (301, f"https://www.amazon.com/dp/B0SYN00301?{_SHARE_QUERY}"),
+    # The demo's share link: the catalog's complete gloves item.
+    "/d/3V4ITBv": (301, f"https://www.amazon.com/dp/B0C7NTRL01?{_SHARE_QUERY}"),
     # Two hops: a share link to another short link, then to the product.
     "/d/2hopA01": (302, "https://amzn.eu/d/2hopB01"),
     "/d/2hopB01": (

@@ -2,7 +2,9 @@
 
     python3 -m tox -e demo            # or: python examples/demo.py [--port 5000]
 
-Prints a ready-to-paste ``curl`` and serves until Ctrl-C. Everything stays on loopback:
+Prints a ready-to-paste ``curl`` and serves until Ctrl-C. Short links are resolved
+(``AMAZON_SHORT_LINKS = resolve``) against the sandbox's shortener routes, so
+``https://a.co/d/3V4ITBv`` imports the demo product. Everything stays on loopback:
 the BFF talks to the sandbox exactly as it would talk to Amazon (OAuth2 token, then
 ``getItems``), with the sandbox's demo credentials in the ``env`` backend's variables.
 """
@@ -22,6 +24,8 @@ import example_bff
 from werkzeug.serving import make_server
 
 DEMO_ASIN = "B0C7NTRL01"
+#: A share link the sandbox's shortener redirects to DEMO_ASIN (one hop).
+DEMO_SHORT_LINK = "https://a.co/d/3V4ITBv"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         {
             "AMAZON_CREATORS_API_HOST": sandbox_url,
             "AMAZON_TOKEN_URL": f"{sandbox_url}/auth/o2/token",
+            # Short links are resolved, against the sandbox's shortener routes.
+            "AMAZON_SHORT_LINKS": "resolve",
+            "AMAZON_SHORT_LINK_BASE_URL": sandbox_url,
         }
     )
     server = make_server("127.0.0.1", args.port, app, threaded=True)
@@ -60,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nsandbox Creators API on {sandbox_url}\n"
         f"example BFF on {base}  (OpenAPI: {base}/openapi.json)\n\n"
+        f"Short links resolve against the sandbox: put {DEMO_SHORT_LINK} (or share\n"
+        f'text such as "Check out this deal on Amazon: {DEMO_SHORT_LINK}") in "url".\n\n'
         "Try:\n"
         f"  curl -s -X POST {base}/api/amazon/import \\\n"
         f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"

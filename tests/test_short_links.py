@@ -5,7 +5,10 @@ docs/reliability.md, checked row by row against the document."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +26,8 @@ from hypothesis import strategies as st
 
 from arda_amazon_bp.config import ConfigError
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 #: Resolution budget in these tests; the slow link waits far longer.
 TIMEOUT = 0.5
 #: Generous bound on any answer here (budget + Flask + loopback on a loaded machine).
@@ -411,3 +415,51 @@ def test_bad_settings_are_refused_at_startup(sandbox_app: SandboxApp, key: str, 
 def test_a_base_url_that_is_not_an_origin_is_refused(sandbox_app: SandboxApp) -> None:
     with pytest.raises(ConfigError, match="AMAZON_SHORT_LINK_BASE_URL"):
         sandbox_app(AMAZON_SHORT_LINK_BASE_URL="ftp://127.0.0.1:1")
+
+
+# --- the demo ----------------------------------------------------------------------------
+
+
+def test_the_demo_resolves_the_short_link_it_prints(tmp_path: Path) -> None:
+    """A newcomer pasting the demo's ``https://a.co/d/…`` link gets the demo product."""
+    import demo
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMAZON_", "EXAMPLE_BFF_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        printed = ""
+        deadline = time.monotonic() + 30
+        while "Ctrl-C stops." not in printed:
+            assert time.monotonic() < deadline, printed
+            line = process.stdout.readline().decode()
+            assert line, f"demo exited {process.poll()}: {printed}"
+            printed += line
+        assert demo.DEMO_SHORT_LINK in printed
+        base = re.search(r"example BFF on (http://127\.0\.0\.1:\d+)", printed)
+        assert base, printed
+        response = requests.post(
+            base.group(1) + "/api/amazon/import",
+            json={"url": f"Check out this deal on Amazon: {demo.DEMO_SHORT_LINK}"},
+            headers={"Authorization": "Bearer demo-token"},
+            timeout=10,
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert response.status_code == 200, response.text
+    assert response.json()["asin"] == demo.DEMO_ASIN
