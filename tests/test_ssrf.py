@@ -336,15 +336,17 @@ def hostile_locations(trap: str, asin: str = "B0SYN00231") -> list[str]:
 
 @pytest.fixture
 def hostile_shortener(loopback: Callable[..., Loopback], trap: Loopback) -> Loopback:
-    """A shortener whose ``/d/k<i>`` answers 301 to the i-th hostile ``Location``."""
+    """A shortener whose ``/d/k<i>`` answers 301 to the i-th hostile ``Location``, and
+    which tries to set a cookie on every answer (Amazon's web front sets session cookies)."""
     locations = hostile_locations(trap.url)
+    cookie = {"Set-Cookie": "session-id=131-0000000-0000000; Path=/"}
 
     def respond(seen: Seen) -> bytes:
         path = seen.request_line.split(" ")[1]
         match = path.removeprefix("/d/k").split("?")[0]
         if match.isdigit() and int(match) < len(locations):
-            return http_response(301, b"", {"Location": locations[int(match)]})
-        return http_response(404, b"<html>not found</html>")
+            return http_response(301, b"", {"Location": locations[int(match)], **cookie})
+        return http_response(404, b"<html>not found</html>", cookie)
 
     return loopback(respond)
 
@@ -382,6 +384,9 @@ def test_short_link_redirects_naming_another_host_never_reach_it(
 
     assert trap.connections == 0 and trap.seen == []
     assert len(hostile_shortener.seen) >= count  # every hostile Location was handed out
+    for seen in hostile_shortener.seen:  # no cookie kept, no credential sent
+        head = seen.head.lower()
+        assert b"\r\ncookie:" not in head and b"\r\nauthorization:" not in head, seen.head
     shortener_origin = origin_of(hostile_shortener.url)
     assert set(sockets) == {shortener_origin[1:]}, sockets
     for url, adapters in sends:
