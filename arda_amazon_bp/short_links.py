@@ -231,7 +231,10 @@ class ShortLinks:
         current = link
         for _hop in range(MAX_HOPS):
             location = self._ask(current, deadline)
-            target = urllib.parse.urljoin(current.url, location)
+            try:
+                target = urllib.parse.urljoin(current.url, location)
+            except ValueError:  # e.g. an unbalanced "[" in the host
+                raise _Unresolved("off_amazon") from None
             found = self._judge(target)
             if isinstance(found, ProductRef):
                 logger.info(
@@ -261,7 +264,9 @@ class ShortLinks:
             raise _Unresolved("timeout") from None
         except DisallowedHostError:  # cannot happen: hosts are checked before asking
             raise _Unresolved("off_amazon") from None
-        except requests.RequestException:
+        except (requests.RequestException, ValueError):
+            # ValueError: even with allow_redirects=False, requests parses the Location to
+            # prepare its next request (Response.next), and an unparsable one raises.
             raise _Unresolved("unreachable") from None
         try:
             status = response.status_code
