@@ -430,3 +430,55 @@ def test_even_a_short_link_session_told_to_follow_redirects_stays_in(
         session.get(redirector.url + "/d/x", allow_redirects=True, timeout=1)
     assert len(redirector.seen) == 1
     assert trap.connections == 0
+
+
+@pytest.fixture
+def scripted_shortener(loopback: Callable[..., Loopback]) -> tuple[Loopback, list[str]]:
+    """A shortener answering every request with a 301 to ``locations[-1]``."""
+    locations = ["/"]
+
+    def respond(seen: Seen) -> bytes:
+        return http_response(301, b"", {"Location": locations[-1]})
+
+    return loopback(respond), locations
+
+
+@pytest.fixture
+def scripted_app(
+    build: Callable[..., Flask], scripted_shortener: tuple[Loopback, list[str]]
+) -> Flask:
+    """One resolving app for all of a property test's examples (no cache, no rate limit)."""
+    return build(
+        AMAZON_SHORT_LINKS="resolve",
+        AMAZON_SHORT_LINK_BASE_URL=scripted_shortener[0].url,
+        AMAZON_SHORT_LINK_CACHE_TTL_SECONDS=0,
+        AMAZON_SHORT_LINK_RATE_LIMIT="1000/second",
+    )
+
+
+@given(
+    prefix=st.sampled_from(["", "https://", "http://", "//", "/", "https://a.co/d/", "\\\\"]),
+    middle=st.sampled_from(["www.amazon.com", "a.co", "amzn.to", "@", "[", "]", ":", "%40"]),
+    tail=st.text(alphabet="B0SYN123/.:?&=%@#[]\\ ", max_size=24),
+)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_generated_locations_around_the_trap_never_reach_it_nor_fail(
+    scripted_app: Flask,
+    scripted_shortener: tuple[Loopback, list[str]],
+    trap: Loopback,
+    prefix: str,
+    middle: str,
+    tail: str,
+) -> None:
+    hostport = trap.url.removeprefix("http://")
+    _, locations = scripted_shortener
+    for location in (f"{prefix}{hostport}{middle}{tail}", f"{prefix}{middle}{hostport}{tail}"):
+        locations.append(location)
+        response = post(scripted_app, "/api/amazon/import", {"url": "https://a.co/d/gen0001"})
+        assert response.status_code in (200, 206, 422), (location, response.get_json())
+        assert response.mimetype == "application/json"
+    assert trap.connections == 0
