@@ -19,7 +19,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import products
 from .errors import AmazonImportError, ErrorCode
-from .links import parse_product_link
 from .logs import bind_request_id, new_request_id, unbind_request_id
 from .schemas import (
     AmazonImportBatchRequestSchema,
@@ -126,10 +125,11 @@ def _authenticate() -> None:
 
 
 def _import_one(url: str) -> tuple[dict[str, Any], int]:
-    ref = parse_product_link(url)
-    product = _state().lookup.lookup(ref)
+    state = _state()
+    ref = state.links.parse(url)
+    product = state.lookup.lookup(ref)
     status = products.product_status(product)
-    _state().metrics.import_succeeded(status)
+    state.metrics.import_succeeded(status)
     return product, status
 
 
@@ -249,7 +249,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
         parsed: list[Any] = []
         for url in urls:
             try:
-                parsed.append(parse_product_link(url))
+                parsed.append(state.links.parse(url))
             except AmazonImportError as exc:
                 parsed.append(exc)
         refs = [p for p in parsed if not isinstance(p, AmazonImportError)]

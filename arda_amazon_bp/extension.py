@@ -22,6 +22,7 @@ from .credentials import CredentialProvider, backend_from_plugins
 from .lookup import ProductLookup
 from .plugins import make_plugin_manager
 from .quota import Quota
+from .short_links import ShortLinks
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ _LOGGERS = (
     "arda_amazon_bp.credentials",
     "arda_amazon_bp.extension",
     "arda_amazon_bp.metrics",
+    "arda_amazon_bp.short_links",
 )
 
 
@@ -53,6 +55,7 @@ class AmazonImportState:
     quota: Quota
     cache: ProductCache
     lookup: ProductLookup
+    links: ShortLinks
     metrics: metrics.Recorder = metrics.NULL_RECORDER
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -85,6 +88,7 @@ class AmazonImportState:
         self.client.close()
         self.quota.close()
         self.cache.close()
+        self.links.close()
 
 
 class AmazonImport:
@@ -161,6 +165,7 @@ class AmazonImport:
             cache=cache,
             lookup=lookup,
             metrics=recorder,
+            links=ShortLinks(settings),
         )
         app.extensions[EXTENSION_NAME] = state
 
