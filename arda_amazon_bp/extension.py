@@ -13,7 +13,7 @@ import pluggy
 from flask import Flask
 from flask_smorest import Api
 
-from . import config, logs
+from . import config, logs, metrics
 from .blueprint import make_blueprint, rename_tag
 from .cache import NullCache, ProductCache, cache_from_uri
 from .config import ConfigError, Settings
@@ -22,6 +22,7 @@ from .credentials import CredentialProvider, backend_from_plugins
 from .lookup import ProductLookup
 from .plugins import AppPlugins, PluginScopes, app_context, make_plugin_manager, register_for_app
 from .quota import Quota
+from .short_links import ShortLinks
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,14 @@ _LOGGERS = (
     "arda_amazon_bp.blueprint",
     "arda_amazon_bp.lookup",
     "arda_amazon_bp.creators",
+    "arda_amazon_bp.tokens",
+    "arda_amazon_bp.get_items",
     "arda_amazon_bp.quota",
     "arda_amazon_bp.cache",
     "arda_amazon_bp.credentials",
     "arda_amazon_bp.extension",
+    "arda_amazon_bp.metrics",
+    "arda_amazon_bp.short_links",
 )
 
 
@@ -50,11 +55,14 @@ class AmazonImportState:
     quota: Quota
     cache: ProductCache
     lookup: ProductLookup
+    links: ShortLinks
+    metrics: metrics.Recorder = metrics.NULL_RECORDER
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe_call(self, event: Mapping[str, Any]) -> None:
         """Forward one upstream call to ``arda_amazon_upstream_call`` implementations."""
+        self.metrics.upstream_call(event)
         try:
             self.plugin_manager.hook.arda_amazon_upstream_call(event=dict(event))
         except Exception:
@@ -62,6 +70,7 @@ class AmazonImportState:
 
     def upstream_event(self, name: str, details: Mapping[str, Any]) -> None:
         """Log an account-level event and tell the hook, once per interval per name."""
+        self.metrics.upstream_event(name)  # every time; the log line and hook are throttled
         now = time.monotonic()
         with self._event_lock:
             last = self._event_times.get(name)
@@ -81,6 +90,7 @@ class AmazonImportState:
         self.client.close()
         self.quota.close()
         self.cache.close()
+        self.links.close()
 
 
 class AmazonImport:
@@ -89,11 +99,16 @@ class AmazonImport:
     ``AmazonImport(app, api)`` or ``AmazonImport().init_app(app, api)``. The extension owns
     one plugin manager (``plugin_manager``) shared by every app it is initialised on;
     :meth:`register` with ``app=`` adds a plugin for one app only. Per-app state lives in
-    ``app.extensions["arda_amazon_bp"]``; :meth:`close` releases it.
+    ``app.extensions["arda_amazon_bp"]``; :meth:`close` releases it. With
+    prometheus_client installed, metrics go to ``metrics_registry`` (default:
+    prometheus_client's ``REGISTRY``; see docs/metrics.md).
     """
 
-    def __init__(self, app: Flask | None = None, api: Api | None = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, api: Api | None = None, *, metrics_registry: Any = None
+    ) -> None:
         self.plugin_manager: pluggy.PluginManager = make_plugin_manager()
+        self.metrics_registry = metrics_registry
         self._scopes = PluginScopes()
         if app is not None:
             self.init_app(app, api)
@@ -124,7 +139,9 @@ class AmazonImport:
             state.close()
         self._scopes.forget(self.plugin_manager, app)
 
-    def init_app(self, app: Flask, api: Api | None = None) -> AmazonImport:
+    def init_app(
+        self, app: Flask, api: Api | None = None, *, metrics_registry: Any = None
+    ) -> AmazonImport:
         """Apply config defaults, build the state, register the blueprint and CLI."""
         config.apply_defaults(app.config)
         plugins = AppPlugins(self.plugin_manager, self._scopes, app)
@@ -145,8 +162,15 @@ class AmazonImport:
             app.config.setdefault("OPENAPI_VERSION", "3.0.3")
             api = Api(app)
 
-        credentials = CredentialProvider(backend, settings.credentials_ttl_seconds)
-        quota = Quota(settings)
+        recorder = metrics.recorder_for(
+            metrics_registry if metrics_registry is not None else self.metrics_registry
+        )
+        credentials = CredentialProvider(
+            backend,
+            settings.credentials_ttl_seconds,
+            on_load=lambda ok: recorder.credential_load(settings.credentials_backend, ok),
+        )
+        quota = Quota(settings, metrics=recorder)
         # TTL 0 turns the cache off: then its storage is neither needed nor validated.
         cache: ProductCache = (
             cache_from_uri(
@@ -165,7 +189,13 @@ class AmazonImport:
             on_event=lambda name, details: state.upstream_event(name, details),
         )
         lookup = ProductLookup(
-            settings, client, quota, cache, credentials, thread_name=f"arda-amazon-{app.name}"
+            settings,
+            client,
+            quota,
+            cache,
+            credentials,
+            metrics=recorder,
+            thread_name=f"arda-amazon-{app.name}",
         )
         state = AmazonImportState(
             settings=settings,
@@ -175,6 +205,8 @@ class AmazonImport:
             quota=quota,
             cache=cache,
             lookup=lookup,
+            metrics=recorder,
+            links=ShortLinks(settings),
         )
         app.extensions[EXTENSION_NAME] = state
 

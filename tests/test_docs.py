@@ -15,7 +15,12 @@ Markers in the Markdown (HTML comments, invisible when rendered) say what to che
     ``N`` (default 0) with every ``TEXT`` in its output;
 ``<!-- docs-check: skip reason=TEXT -->``
     the ``sh`` block that follows is deliberately not run (every other ``sh`` block
-    must be marked ``run``).
+    must be marked ``run``);
+``<!-- docs-check: file NAME -->``
+    the ``python`` block that follows is file ``NAME`` of a host project: the files of
+    one document are written into an empty directory and its ``test_*.py`` files are run
+    there with pytest, as a host would run them (every ``python`` block of
+    docs/testing-your-integration.md must be one).
 
 Runnable blocks run against the sandbox Creators API (over loopback HTTP), the example
 BFF and a fake ``op``: ``flask`` commands in a shell with ``FLASK_APP`` naming the
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import fnmatch
 import inspect
 import json
 import os
@@ -45,7 +51,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import creators_sandbox as cs
 import pytest
 from fixtures_credentials import FAKE_OP, make_op_token
 from fixtures_sandbox import SandboxHandle
@@ -57,6 +62,8 @@ from arda_amazon_bp.config import DEFAULTS
 from arda_amazon_bp.errors import ERROR_STATUSES, ErrorCode, UpstreamReason
 from arda_amazon_bp.links import SHORT_LINK_HOSTS, parse_product_link
 from arda_amazon_bp.marketplaces import MARKETPLACES, UNSUPPORTED_STORES
+from arda_amazon_bp.testing import sandbox as cs
+from arda_amazon_bp.tokens import TOKEN_SCOPES, TOKEN_URLS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -64,7 +71,9 @@ API_MD = DOCS / "api.md"
 CONFIG_MD = DOCS / "configuration.md"
 RUNBOOK_MD = DOCS / "runbook.md"
 PLUGINS_MD = DOCS / "plugins.md"
-DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD)
+TESTING_MD = DOCS / "testing-your-integration.md"
+METRICS_MD = DOCS / "metrics.md"
+DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD, TESTING_MD, METRICS_MD)
 README = ROOT / "README.md"
 PLUGIN_EXAMPLE = ROOT / "examples" / "plugin_example"
 
@@ -457,7 +466,9 @@ def test_every_marker_is_understood() -> None:
     schema_names = {schema.__name__ for schema in _schemas()}
     for path in DOC_FILES:
         for block in marked_blocks(path):
-            assert block.kind in ("table", "schema", "include", "run", "skip"), block.where
+            assert block.kind in ("table", "schema", "include", "run", "skip", "file"), block.where
+            if block.kind == "file":
+                assert block.lang == "python" and len(block.args) == 1, block.where
             if block.kind == "table":
                 assert tables.get(block.args[0]) == path, block.where
             if block.kind == "schema":
@@ -728,7 +739,7 @@ def run_block(block: Block, env: DocsEnv, cwd: Path) -> None:
     assert cs.DEMO_CREDENTIAL_SECRET not in output, f"{block.where}: the secret was printed"
 
 
-@pytest.mark.parametrize("doc", [API_MD, CONFIG_MD, RUNBOOK_MD], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [API_MD, CONFIG_MD, RUNBOOK_MD, METRICS_MD], ids=lambda p: p.name)
 def test_the_commands_in_the_docs_run(doc: Path, docs_env: DocsEnv, tmp_path: Path) -> None:
     """Every runnable block of ``doc``, in order, in one fresh working directory."""
     blocks = [b for b in marked_blocks(doc) if b.kind == "run"]
@@ -1080,3 +1091,203 @@ def test_the_plugin_example_is_a_valid_setuptools_project() -> None:
     assert options["options"]["entry_points"] == {
         "arda_amazon_bp": ["example = arda_example_plugin"]
     }
+
+
+# --- architecture.md: the module map, the token table, nothing cited outside the repo ---------
+
+ARCHITECTURE_MD = DOCS / "architecture.md"
+#: What docs and comments once cited outside the repository; spelled in two parts so that
+#: this file does not match itself.
+_OUTSIDE_REFERENCE = re.compile(r"DESIGN" + r"\.md|\.\./" + r"shared")
+
+
+def _section(text: str, heading: str) -> str:
+    """The body of the Markdown section ``heading`` (a whole line), up to the next one
+    of the same or a higher level."""
+    level = heading.split(" ", 1)[0]
+    body = text.split("\n" + heading + "\n", 1)[1]
+    return re.split(rf"\n#{{1,{len(level)}}} ", body, maxsplit=1)[0]
+
+
+def _first_table(section: str) -> list[dict[str, str]]:
+    return parse_table(section[section.index("\n|") + 1 :])
+
+
+def package_modules() -> set[str]:
+    return {
+        path.relative_to(ROOT).as_posix()
+        for package in ("arda_amazon_bp", "backends")
+        for path in (ROOT / package).rglob("*.py")
+    }
+
+
+def module_map_problems(modules: Iterable[str], architecture_md: str) -> list[str]:
+    rows = _first_table(_section(architecture_md, "## Module map"))
+    listed = [code_value(row["module"]) for row in rows]
+    problems = [f"{m}: not in the module map" for m in sorted(set(modules) - set(listed))]
+    problems += [f"{m}: in the module map but not a module" for m in listed if m not in modules]
+    problems += [f"{row['module']}: no job" for row in rows if not row["job"].strip()]
+    return problems
+
+
+def outside_references(root: Path) -> list[str]:
+    """``path:line`` of every mention of a file outside the repository, in every file
+    git would track (``.git`` and what ``.gitignore`` names are skipped)."""
+    patterns = [".git"] + [
+        line.strip().rstrip("/")
+        for line in (root / ".gitignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    found: list[str] = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not any(fnmatch.fnmatch(d, p) for p in patterns)]
+        for name in files:
+            if any(fnmatch.fnmatch(name, p) for p in patterns):
+                continue
+            path = Path(directory, name)
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            for number, line in enumerate(text.splitlines(), 1):
+                if _OUTSIDE_REFERENCE.search(line):
+                    found.append(f"{path.relative_to(root).as_posix()}:{number}")
+    return found
+
+
+def test_the_module_map_names_every_module_with_its_job() -> None:
+    text = ARCHITECTURE_MD.read_text(encoding="utf-8")
+    assert module_map_problems(package_modules(), text) == []
+
+
+def test_drift_a_module_missing_from_the_map_is_reported() -> None:
+    text = ARCHITECTURE_MD.read_text(encoding="utf-8")
+    modules = package_modules()
+    assert module_map_problems({*modules, "arda_amazon_bp/new.py"}, text) == [
+        "arda_amazon_bp/new.py: not in the module map"
+    ]
+    assert module_map_problems(modules - {"arda_amazon_bp/tokens.py"}, text) == [
+        "arda_amazon_bp/tokens.py: in the module map but not a module"
+    ]
+
+
+def test_the_token_endpoints_in_architecture_md_are_the_code_s() -> None:
+    section = _section(ARCHITECTURE_MD.read_text(encoding="utf-8"), "### Credentials and tokens")
+    rows = {code_value(row["version"]): row for row in _first_table(section)}
+    assert {v: code_value(row["token endpoint"]) for v, row in rows.items()} == TOKEN_URLS
+    for version, row in rows.items():
+        family = "cognito" if version.startswith("2.") else "lwa"
+        assert code_value(row["scope"]) == TOKEN_SCOPES[family], version
+        assert row["body"] == ("form-encoded" if family == "cognito" else "JSON"), version
+
+
+def test_the_architecture_doc_is_linked_from_the_readme() -> None:
+    assert "(docs/architecture.md)" in README.read_text(encoding="utf-8")
+
+
+def test_nothing_in_the_repo_cites_a_file_outside_it() -> None:
+    assert outside_references(ROOT) == []
+
+
+def test_drift_a_reference_outside_the_repo_is_reported(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text(".venv/\n", encoding="utf-8")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("x = 1\n# see DESIGN" + ".md §6\n")
+    (tmp_path / "README.md").write_text("Read ../" + "shared first.\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "other.py").write_text("# DESIGN" + ".md of a dependency\n")
+    assert sorted(outside_references(tmp_path)) == ["README.md:1", "pkg/mod.py:2"]
+
+
+# --- docs/testing-your-integration.md: the host tests run, as a host runs them ---------------
+
+
+def host_files(path: Path) -> dict[str, str]:
+    """The ``docs-check: file NAME`` blocks of ``path``: file name -> content."""
+    files = {b.args[0]: b.body for b in marked_blocks(path) if b.kind == "file"}
+    assert len(files) == len([b for b in marked_blocks(path) if b.kind == "file"]), "same name"
+    return files
+
+
+def run_host_tests(files: Mapping[str, str], cwd: Path) -> str:
+    """Write ``files`` into ``cwd`` and run pytest there; fail unless every test passed.
+
+    A fresh interpreter in a directory of its own: the fixture can only come from the
+    installed package's ``pytest11`` entry point, not from this repository's conftest.
+    """
+    for name, content in files.items():
+        (cwd / name).write_text(content, encoding="utf-8")
+    (cwd / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # rootdir: here
+    tests = sum(
+        len(re.findall(r"^def test_", content, flags=re.MULTILINE))
+        for name, content in files.items()
+        if name.startswith("test_")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMAZON_", "PYTEST_"))}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT * 2,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert re.search(rf"\b{tests} passed\b", output), output[-4000:]
+    return output
+
+
+def test_every_python_block_of_the_testing_guide_is_a_host_file() -> None:
+    marked = {b.line + 1 for b in marked_blocks(TESTING_MD) if b.kind == "file"}
+    for line, _ in fenced_blocks(TESTING_MD, "python"):
+        assert line in marked, f"{TESTING_MD.name}:{line}: mark it `docs-check: file NAME`"
+    files = host_files(TESTING_MD)
+    assert "bff.py" in files
+    sandbox_tests = files["test_amazon_import_sandbox.py"]
+    assert (
+        "amazon_sandbox.config" in sandbox_tests and "amazon_sandbox.example_url" in sandbox_tests
+    )
+    assert "requests_mock" in files["test_amazon_import_requests_mock.py"]
+
+
+def test_the_testing_guide_host_tests_pass(tmp_path: Path) -> None:
+    output = run_host_tests(host_files(TESTING_MD), tmp_path)
+    assert "3 passed" in output
+
+
+def test_drift_a_host_test_that_stops_passing_fails(tmp_path: Path) -> None:
+    files = host_files(TESTING_MD)
+    files["test_amazon_import_sandbox.py"] = files["test_amazon_import_sandbox.py"].replace(
+        'assert product["missingFields"] == []', 'assert product["missingFields"] == ["title"]'
+    )
+    with pytest.raises(AssertionError, match="1 failed"):
+        run_host_tests(files, tmp_path)
+
+
+def test_the_guide_shows_the_shape_the_products_module_reads() -> None:
+    # Each Amazon path the requests-mock section names is one products.py reads.
+    from arda_amazon_bp import products
+
+    text = TESTING_MD.read_text(encoding="utf-8")
+    source = Path(products.__file__).read_text(encoding="utf-8")
+    for key in (
+        "itemInfo",
+        "byLineInfo",
+        "productInfo",
+        "unitCount",
+        "offersV2",
+        "listings",
+        "pricePerUnit",
+        "displayValue",
+        "displayAmount",
+        "externalIds",
+        "isBuyBoxWinner",
+    ):
+        assert f"{key}" in text and f'"{key}"' in source, key
+    assert TOKEN_URLS["3.1"] in text  # the endpoint the requests-mock example mocks
+    assert "/catalog/v1/getItems" in text
+
+
+def test_the_readme_links_the_testing_guide() -> None:
+    assert "(docs/testing-your-integration.md)" in README.read_text(encoding="utf-8")
