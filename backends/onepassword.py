@@ -108,8 +108,8 @@ class OnePasswordBackend:
 
     @property
     def timeout(self) -> float:
-        """The per-run timeout; ``op_cli.OP_TIMEOUT_SECONDS`` unless given."""
-        return op_cli.OP_TIMEOUT_SECONDS if self._timeout is None else self._timeout
+        """The per-run timeout; this module's :data:`OP_TIMEOUT_SECONDS` unless given."""
+        return OP_TIMEOUT_SECONDS if self._timeout is None else self._timeout
 
     def argv(self, version: op_cli.Version) -> list[str]:
         """The one ``op`` command run per load (after ``op``), for op ``version``."""

@@ -275,7 +275,7 @@ def test_the_default_timeout_is_the_module_constant(
     fake_op: FakeOp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert onepassword.OP_TIMEOUT_SECONDS == op_cli.OP_TIMEOUT_SECONDS == 15.0
-    monkeypatch.setattr(op_cli, "OP_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(onepassword, "OP_TIMEOUT_SECONDS", 0.5)
     fake_op.update(sleep=30)
     assert "within 0.5 s" in str(_error(_backend(fake_op)))
 
