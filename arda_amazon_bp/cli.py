@@ -160,8 +160,9 @@ def check_credentials(as_json: bool) -> None:
     """Load the credentials through the configured backend and check them.
 
     Reads afresh (bypassing the cache), reports the 1Password CLI's version when the
-    backend runs op, which of the four fields were found, the version and its family, the partner tag, the masked credential id and whether
-    the version's region serves AMAZON_MARKETPLACE. Exit status 0 when usable, else 1.
+    backend runs op, which of the four fields were found, the version and its family,
+    the partner tag, the masked credential id and whether the version's region serves
+    AMAZON_MARKETPLACE. Exit status 0 when usable, else 1.
     """
     out = _Output(as_json)
     state = _state()

@@ -27,6 +27,7 @@ from arda_amazon_bp import config
 from arda_amazon_bp.config import ConfigError
 from arda_amazon_bp.credentials import Credentials, CredentialsError, validate
 from arda_amazon_bp.hookspecs import hookimpl
+from arda_amazon_bp.partitions import DEFAULT_ITEM, PARTITIONS, VAULT_TEMPLATE, canonical_partition
 
 from . import op_cli
 from .op_cli import OP_EXECUTABLE, OP_TIMEOUT_SECONDS, TOKEN_VARIABLE, Failure
@@ -44,9 +45,6 @@ __all__ = [
     "vault_from_config",
 ]
 
-PARTITIONS: tuple[str, ...] = ("Dev", "Stage", "Demo", "Prod")
-VAULT_TEMPLATE = "Arda-{partition}OAM"
-DEFAULT_ITEM = "Amazon Creators API"
 
 #: 1Password field label -> credential field.
 LABELS: dict[str, str] = {
@@ -204,7 +202,7 @@ def vault_from_config(app_config: Mapping[str, Any]) -> str:
     partition = _name(app_config, "AMAZON_PARTITION")
     canonical = None
     if partition is not None:
-        canonical = next((p for p in PARTITIONS if p.lower() == partition.lower()), None)
+        canonical = canonical_partition(partition)
         if canonical is None:
             raise ConfigError(
                 f"AMAZON_PARTITION must be one of {', '.join(PARTITIONS)}, got {partition!r}"

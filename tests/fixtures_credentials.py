@@ -113,6 +113,21 @@ class FakeOp:
         }
         self.save()
 
+    def add_partition_vaults(self) -> None:
+        """Put the default item into every partition's vault (``Arda-{P}OAM``), each with
+        its own id, as devOps does before a deploy (docs/runbook.md, 2.1)."""
+        template = self.state["vaults"][self.vault][0]
+        for partition in ("Dev", "Stage", "Demo", "Prod"):
+            self.state["vaults"][f"Arda-{partition}OAM"] = [
+                {**template, "id": f"{partition.lower():x<26}", "fields": dict(template["fields"])}
+            ]
+        self.save()
+
+    def partition_fields(self, partition: str) -> dict[str, Any]:
+        """The labelled fields of ``Arda-{partition}OAM``'s item (edit, then :meth:`save`)."""
+        fields: dict[str, Any] = self.state["vaults"][f"Arda-{partition}OAM"][0]["fields"]
+        return fields
+
     @property
     def fields(self) -> dict[str, Any]:
         """The labelled fields of the default item (edit, then :meth:`save`)."""
