@@ -121,17 +121,26 @@ class OnePasswordBackend:
     def load(self) -> Credentials:
         """Run ``op`` once and validate the four fields; see the module doc for failures."""
         op = op_cli.prepare(self._environ, executable=self._executable, timeout=self.timeout)
-        argv = self.argv(op.version())
+        version = op.version()
+        argv = self.argv(version)
         outcome = op.run(argv, "op item get")
         if outcome.returncode != 0:
-            raise CredentialsError(self._explain(op, argv, outcome))
+            raise CredentialsError(self._explain(op, argv, outcome, op_cli.version_text(version)))
         return self._parse(outcome.stdout)
 
-    def _explain(self, op: op_cli.Op, argv: list[str], outcome: op_cli.Outcome) -> str:
+    def _explain(
+        self, op: op_cli.Op, argv: list[str], outcome: op_cli.Outcome, version: str
+    ) -> str:
         where = (
             f"op item get {self.item!r} --vault {self.vault!r} failed (exit {outcome.returncode})"
         )
         failure = outcome.failure
+        if failure is Failure.UNKNOWN_FLAG and "--reveal" in outcome.stderr:
+            return (
+                f"{where}: op refused --reveal although `op --version` said {version}, "
+                "which has it (2.30 and later); check that the op on PATH is the 1Password "
+                "CLI it claims to be"
+            )
         if failure in _ITEM_FIXES:
             flags = " ".join(arg for arg in argv if arg.startswith("--"))
             fix = _ITEM_FIXES[failure].format(

@@ -338,6 +338,15 @@ def test_the_stand_in_conceals_like_its_version(fake_op: FakeOp) -> None:
     assert _fake_op_run("--version").stdout == fake_op.version + "\n"
 
 
+def test_an_op_that_claims_2_30_but_refuses_reveal(fake_op: FakeOp) -> None:
+    # What an old op behind a wrapper that prints a newer version would answer.
+    fake_op.use_version("2.31.1")
+    fake_op.update(stderr="unknown flag: --reveal", exit=1)
+    message = str(_error(_backend(fake_op)))
+    assert "op refused --reveal although `op --version` said 2.31.1" in message
+    assert "check that the op on PATH is the 1Password CLI it claims to be" in message
+
+
 def test_reveal_is_passed_exactly_when_op_conceals_without_it(fake_op: FakeOp) -> None:
     assert _backend(fake_op).load().credential_secret == KNOWN_SECRET
     assert ("--reveal" in fake_op.item_runs[0]) is fake_op.reveals
