@@ -32,6 +32,8 @@ _LOGGERS = (
     "arda_amazon_bp.blueprint",
     "arda_amazon_bp.lookup",
     "arda_amazon_bp.creators",
+    "arda_amazon_bp.tokens",
+    "arda_amazon_bp.get_items",
     "arda_amazon_bp.quota",
     "arda_amazon_bp.cache",
     "arda_amazon_bp.credentials",

@@ -12,7 +12,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from .errors import ErrorCode
 
-#: Longest accepted link, after trimming surrounding whitespace (DESIGN.md §5).
+#: Longest accepted link, after trimming surrounding whitespace (docs/api.md, "Request").
 MAX_URL_LENGTH = 2048
 
 

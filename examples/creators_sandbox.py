@@ -1,6 +1,6 @@
 """A sandbox Amazon Creators API on loopback, strict enough to catch client mistakes.
 
-It serves the same contract as Amazon (DESIGN.md §6) so the demo, the integration tests,
+It serves the same contract as Amazon (docs/architecture.md) so the demo, the integration tests,
 the multi-process quota tests, the benchmarks and the fault tests can point
 ``AMAZON_CREATORS_API_HOST`` and ``AMAZON_TOKEN_URL`` at it:
 

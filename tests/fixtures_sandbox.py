@@ -163,7 +163,7 @@ class SandboxHandle:
         return self.url + cs.GET_ITEMS_PATH
 
     def app_config(self, version: str = "2.1") -> dict[str, Any]:
-        """``AMAZON_*`` settings (DESIGN.md §4) pointing the plugin at this sandbox."""
+        """``AMAZON_*`` settings (docs/configuration.md) pointing the plugin at this sandbox."""
         return {
             "AMAZON_CREATORS_API_HOST": self.url,
             "AMAZON_TOKEN_URL": self.token_url(version),

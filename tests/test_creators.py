@@ -275,7 +275,7 @@ class CountingLock:
 def test_concurrent_calls_share_one_token_request(world: World) -> None:
     threads = 20
     lock = CountingLock()
-    world.client._token_lock = lock  # type: ignore[assignment]
+    world.client._tokens._token_lock = lock  # type: ignore[assignment]
 
     def token(request: Any, context: Any) -> dict[str, Any]:
         # Answer only once all threads are queued on the lock: the worst case.
@@ -657,16 +657,6 @@ def test_token_outcomes(world: World, case: Case) -> None:
     assert world.calls[-1]["kind"] == "token"
 
 
-def test_retry_after_http_date() -> None:
-    now = 1_700_000_000.0
-    header = "Tue, 14 Nov 2023 22:13:40 GMT"  # now + 20 s
-    assert creators._retry_after(header, now=lambda: now) == 20
-    assert creators._retry_after("0", now=lambda: now) == 1
-    assert creators._retry_after("-5", now=lambda: now) == 1
-    assert creators._retry_after("inf", now=lambda: now) == 1
-    assert creators._retry_after("999999999", now=lambda: now) == 86_400
-
-
 def test_read_timeout_while_streaming_the_body_is_a_timeout() -> None:
     import urllib3.exceptions
 
@@ -1013,12 +1003,3 @@ def test_repr_shows_nothing_secret(world: World) -> None:
     assert SECRET not in text
     assert TOKEN not in text
     assert "creatorsapi.amazon" in repr(world.client)
-
-
-def test_log_text_drops_any_bearer_token_and_is_cut_short() -> None:
-    text = "failed: Authorization: Bearer eyJhbGciOi.unknown-token, Version 2.1 " + "x" * 300
-    cleaned = creators._truncate(creators._redact(text, [SECRET]))
-    assert cleaned is not None
-    assert "eyJhbGciOi" not in cleaned
-    assert "Bearer [redacted]" in cleaned
-    assert len(cleaned) == creators.LOG_TEXT_LIMIT

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import fnmatch
 import inspect
 import json
 import os
@@ -59,6 +60,7 @@ from arda_amazon_bp.config import DEFAULTS
 from arda_amazon_bp.errors import ERROR_STATUSES, ErrorCode, UpstreamReason
 from arda_amazon_bp.links import SHORT_LINK_HOSTS, parse_product_link
 from arda_amazon_bp.marketplaces import MARKETPLACES, UNSUPPORTED_STORES
+from arda_amazon_bp.tokens import TOKEN_SCOPES, TOKEN_URLS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -1175,3 +1177,106 @@ def test_the_plugin_example_is_a_valid_setuptools_project() -> None:
     assert options["options"]["entry_points"] == {
         "arda_amazon_bp": ["example = arda_example_plugin"]
     }
+
+
+# --- architecture.md: the module map, the token table, nothing cited outside the repo ---------
+
+ARCHITECTURE_MD = DOCS / "architecture.md"
+#: What docs and comments once cited outside the repository; spelled in two parts so that
+#: this file does not match itself.
+_OUTSIDE_REFERENCE = re.compile(r"DESIGN" + r"\.md|\.\./" + r"shared")
+
+
+def _section(text: str, heading: str) -> str:
+    """The body of the Markdown section ``heading`` (a whole line), up to the next one
+    of the same or a higher level."""
+    level = heading.split(" ", 1)[0]
+    body = text.split("\n" + heading + "\n", 1)[1]
+    return re.split(rf"\n#{{1,{len(level)}}} ", body, maxsplit=1)[0]
+
+
+def _first_table(section: str) -> list[dict[str, str]]:
+    return parse_table(section[section.index("\n|") + 1 :])
+
+
+def package_modules() -> set[str]:
+    return {
+        path.relative_to(ROOT).as_posix()
+        for package in ("arda_amazon_bp", "backends")
+        for path in (ROOT / package).rglob("*.py")
+    }
+
+
+def module_map_problems(modules: Iterable[str], architecture_md: str) -> list[str]:
+    rows = _first_table(_section(architecture_md, "## Module map"))
+    listed = [code_value(row["module"]) for row in rows]
+    problems = [f"{m}: not in the module map" for m in sorted(set(modules) - set(listed))]
+    problems += [f"{m}: in the module map but not a module" for m in listed if m not in modules]
+    problems += [f"{row['module']}: no job" for row in rows if not row["job"].strip()]
+    return problems
+
+
+def outside_references(root: Path) -> list[str]:
+    """``path:line`` of every mention of a file outside the repository, in every file
+    git would track (``.git`` and what ``.gitignore`` names are skipped)."""
+    patterns = [".git"] + [
+        line.strip().rstrip("/")
+        for line in (root / ".gitignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    found: list[str] = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not any(fnmatch.fnmatch(d, p) for p in patterns)]
+        for name in files:
+            if any(fnmatch.fnmatch(name, p) for p in patterns):
+                continue
+            path = Path(directory, name)
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            for number, line in enumerate(text.splitlines(), 1):
+                if _OUTSIDE_REFERENCE.search(line):
+                    found.append(f"{path.relative_to(root).as_posix()}:{number}")
+    return found
+
+
+def test_the_module_map_names_every_module_with_its_job() -> None:
+    text = ARCHITECTURE_MD.read_text(encoding="utf-8")
+    assert module_map_problems(package_modules(), text) == []
+
+
+def test_drift_a_module_missing_from_the_map_is_reported() -> None:
+    text = ARCHITECTURE_MD.read_text(encoding="utf-8")
+    modules = package_modules()
+    assert module_map_problems({*modules, "arda_amazon_bp/new.py"}, text) == [
+        "arda_amazon_bp/new.py: not in the module map"
+    ]
+    assert module_map_problems(modules - {"arda_amazon_bp/tokens.py"}, text) == [
+        "arda_amazon_bp/tokens.py: in the module map but not a module"
+    ]
+
+
+def test_the_token_endpoints_in_architecture_md_are_the_code_s() -> None:
+    section = _section(ARCHITECTURE_MD.read_text(encoding="utf-8"), "### Credentials and tokens")
+    rows = {code_value(row["version"]): row for row in _first_table(section)}
+    assert {v: code_value(row["token endpoint"]) for v, row in rows.items()} == TOKEN_URLS
+    for version, row in rows.items():
+        family = "cognito" if version.startswith("2.") else "lwa"
+        assert code_value(row["scope"]) == TOKEN_SCOPES[family], version
+        assert row["body"] == ("form-encoded" if family == "cognito" else "JSON"), version
+
+
+def test_the_architecture_doc_is_linked_from_the_readme() -> None:
+    assert "(docs/architecture.md)" in README.read_text(encoding="utf-8")
+
+
+def test_nothing_in_the_repo_cites_a_file_outside_it() -> None:
+    assert outside_references(ROOT) == []
+
+
+def test_drift_a_reference_outside_the_repo_is_reported(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text(".venv/\n", encoding="utf-8")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("x = 1\n# see DESIGN" + ".md §6\n")
+    (tmp_path / "README.md").write_text("Read ../" + "shared first.\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "other.py").write_text("# DESIGN" + ".md of a dependency\n")
+    assert sorted(outside_references(tmp_path)) == ["README.md:1", "pkg/mod.py:2"]

@@ -109,3 +109,21 @@ def test_a_failing_observer_never_breaks_an_import(app, client, amazon):
         "/api/amazon/import", json={"url": "https://www.amazon.com/dp/B0HOOKED01"}
     )
     assert response.status_code == 206
+
+
+def test_every_module_that_logs_gets_request_ids():
+    # The request-id filter sits on each named logger (filters do not inherit), so a
+    # module whose logger is missing from _LOGGERS would log lines no request id names.
+    import pathlib
+    import re
+
+    from arda_amazon_bp import extension
+
+    package = pathlib.Path(extension.__file__).parent
+    logging_modules = {
+        "arda_amazon_bp." + ".".join(path.relative_to(package).with_suffix("").parts)
+        for path in package.rglob("*.py")
+        if re.search(r"^logger = logging\.getLogger\(__name__\)$", path.read_text(), re.M)
+    }
+    assert "arda_amazon_bp.tokens" in logging_modules  # the scan finds what it should
+    assert logging_modules <= set(extension._LOGGERS)
