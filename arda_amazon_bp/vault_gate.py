@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import click
+import pluggy
 
 from .config import DEFAULTS, ConfigError
 from .credentials import Credentials, CredentialsError, backend_from_plugins, mask
@@ -68,6 +69,7 @@ def check_partition(
     item: str = DEFAULT_ITEM,
     marketplace: str = str(DEFAULTS["AMAZON_MARKETPLACE"]),
     seen: list[Credentials] | None = None,
+    plugin_manager: pluggy.PluginManager | None = None,
 ) -> PartitionResult:
     """Load and check one partition's item; loaded sets are appended to ``seen``.
 
@@ -77,7 +79,8 @@ def check_partition(
     vault = vault_of(partition)
     settings = {"AMAZON_ONEPASSWORD_VAULT": vault, "AMAZON_ONEPASSWORD_ITEM": item}
     try:
-        backend = backend_from_plugins(make_plugin_manager(), "onepassword", settings)
+        pm = plugin_manager or make_plugin_manager()
+        backend = backend_from_plugins(pm, "onepassword", settings)
         credentials = backend.load()
     except CredentialsError as exc:
         return PartitionResult(partition, vault, item, ok=False, problem=exc.message)
@@ -114,7 +117,11 @@ def check_vaults(
     seen: list[Credentials] | None = None,
 ) -> list[PartitionResult]:
     """:func:`check_partition` for each partition, in order; every one is checked."""
-    return [check_partition(p, item=item, marketplace=marketplace, seen=seen) for p in partitions]
+    pm = make_plugin_manager()
+    return [
+        check_partition(p, item=item, marketplace=marketplace, seen=seen, plugin_manager=pm)
+        for p in partitions
+    ]
 
 
 class _Scrubber:

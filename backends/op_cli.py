@@ -324,7 +324,9 @@ def read_reference(
     """
     where = f"{source} holds a 1Password secret reference that op read could not resolve"
     try:
-        op = prepare(environ, executable=executable, timeout=timeout, needs=f"{source} (op://…)")
+        op = prepare(
+            environ, executable=executable, timeout=timeout, needs="resolving op:// references"
+        )
         op.version()
         outcome = op.run(["read", reference.strip()], f"op read for {source}")
     except CredentialsError as exc:
