@@ -18,6 +18,7 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     "AMAZON_CREDENTIALS_BACKEND": "env",
     "AMAZON_CREDENTIALS_FILE": None,
+    "AMAZON_CREDENTIALS": None,  # the config backend's four fields (tests, development)
     "AMAZON_PARTITION": None,
     "AMAZON_ONEPASSWORD_VAULT": None,  # None -> "Arda-{AMAZON_PARTITION}OAM"
     "AMAZON_ONEPASSWORD_ITEM": "Amazon Creators API",

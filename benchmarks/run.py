@@ -56,7 +56,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
-for _extra in (REPO / "examples", REPO / "tests"):  # stack, creators_sandbox, fixtures_redis
+for _extra in (REPO / "examples", REPO / "tests"):  # stack, example_bff, fixtures_redis
     if str(_extra) not in sys.path:
         sys.path.insert(0, str(_extra))
 

@@ -37,7 +37,7 @@ def bench() -> ModuleType:
 @pytest.fixture
 def bff_url(sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     sandbox.configure(rate=20)
-    config = sandbox.app_config("3.1")
+    config = sandbox.app_config("3.1", backend="env")
     for key in list(config):
         if key.startswith("AMAZON_CREATORS_") and key != "AMAZON_CREATORS_API_HOST":
             monkeypatch.setenv(key, config.pop(key))

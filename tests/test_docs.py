@@ -15,7 +15,12 @@ Markers in the Markdown (HTML comments, invisible when rendered) say what to che
     ``N`` (default 0) with every ``TEXT`` in its output;
 ``<!-- docs-check: skip reason=TEXT -->``
     the ``sh`` block that follows is deliberately not run (every other ``sh`` block
-    must be marked ``run``).
+    must be marked ``run``);
+``<!-- docs-check: file NAME -->``
+    the ``python`` block that follows is file ``NAME`` of a host project: the files of
+    one document are written into an empty directory and its ``test_*.py`` files are run
+    there with pytest, as a host would run them (every ``python`` block of
+    docs/testing-your-integration.md must be one).
 
 Runnable blocks run against the sandbox Creators API (over loopback HTTP), the example
 BFF and a fake ``op``: ``flask`` commands in a shell with ``FLASK_APP`` naming the
@@ -46,7 +51,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import creators_sandbox as cs
 import pytest
 from arda_amazon_bp.backends.op_cli import MINIMUM_VERSION as MINIMUM_OP
 from arda_amazon_bp.backends.op_cli import REVEAL_VERSION as REVEAL_OP
@@ -60,6 +64,7 @@ from arda_amazon_bp.config import DEFAULTS
 from arda_amazon_bp.errors import ERROR_STATUSES, ErrorCode, UpstreamReason
 from arda_amazon_bp.links import SHORT_LINK_HOSTS, parse_product_link
 from arda_amazon_bp.marketplaces import MARKETPLACES, UNSUPPORTED_STORES
+from arda_amazon_bp.testing import sandbox as cs
 from arda_amazon_bp.tokens import TOKEN_SCOPES, TOKEN_URLS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +73,8 @@ API_MD = DOCS / "api.md"
 CONFIG_MD = DOCS / "configuration.md"
 RUNBOOK_MD = DOCS / "runbook.md"
 PLUGINS_MD = DOCS / "plugins.md"
-DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD)
+TESTING_MD = DOCS / "testing-your-integration.md"
+DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD, TESTING_MD)
 README = ROOT / "README.md"
 PLUGIN_EXAMPLE = ROOT / "examples" / "plugin_example"
 
@@ -554,7 +560,9 @@ def test_every_marker_is_understood() -> None:
     schema_names = {schema.__name__ for schema in _schemas()}
     for path in DOC_FILES:
         for block in marked_blocks(path):
-            assert block.kind in ("table", "schema", "include", "run", "skip"), block.where
+            assert block.kind in ("table", "schema", "include", "run", "skip", "file"), block.where
+            if block.kind == "file":
+                assert block.lang == "python" and len(block.args) == 1, block.where
             if block.kind == "table":
                 assert tables.get(block.args[0]) == path, block.where
             if block.kind == "schema":
@@ -1280,3 +1288,100 @@ def test_drift_a_reference_outside_the_repo_is_reported(tmp_path: Path) -> None:
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / "other.py").write_text("# DESIGN" + ".md of a dependency\n")
     assert sorted(outside_references(tmp_path)) == ["README.md:1", "pkg/mod.py:2"]
+
+
+# --- docs/testing-your-integration.md: the host tests run, as a host runs them ---------------
+
+
+def host_files(path: Path) -> dict[str, str]:
+    """The ``docs-check: file NAME`` blocks of ``path``: file name -> content."""
+    files = {b.args[0]: b.body for b in marked_blocks(path) if b.kind == "file"}
+    assert len(files) == len([b for b in marked_blocks(path) if b.kind == "file"]), "same name"
+    return files
+
+
+def run_host_tests(files: Mapping[str, str], cwd: Path) -> str:
+    """Write ``files`` into ``cwd`` and run pytest there; fail unless every test passed.
+
+    A fresh interpreter in a directory of its own: the fixture can only come from the
+    installed package's ``pytest11`` entry point, not from this repository's conftest.
+    """
+    for name, content in files.items():
+        (cwd / name).write_text(content, encoding="utf-8")
+    (cwd / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # rootdir: here
+    tests = sum(
+        len(re.findall(r"^def test_", content, flags=re.MULTILINE))
+        for name, content in files.items()
+        if name.startswith("test_")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMAZON_", "PYTEST_"))}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT * 2,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert re.search(rf"\b{tests} passed\b", output), output[-4000:]
+    return output
+
+
+def test_every_python_block_of_the_testing_guide_is_a_host_file() -> None:
+    marked = {b.line + 1 for b in marked_blocks(TESTING_MD) if b.kind == "file"}
+    for line, _ in fenced_blocks(TESTING_MD, "python"):
+        assert line in marked, f"{TESTING_MD.name}:{line}: mark it `docs-check: file NAME`"
+    files = host_files(TESTING_MD)
+    assert "bff.py" in files
+    sandbox_tests = files["test_amazon_import_sandbox.py"]
+    assert (
+        "amazon_sandbox.config" in sandbox_tests and "amazon_sandbox.example_url" in sandbox_tests
+    )
+    assert "requests_mock" in files["test_amazon_import_requests_mock.py"]
+
+
+def test_the_testing_guide_host_tests_pass(tmp_path: Path) -> None:
+    output = run_host_tests(host_files(TESTING_MD), tmp_path)
+    assert "3 passed" in output
+
+
+def test_drift_a_host_test_that_stops_passing_fails(tmp_path: Path) -> None:
+    files = host_files(TESTING_MD)
+    files["test_amazon_import_sandbox.py"] = files["test_amazon_import_sandbox.py"].replace(
+        'assert product["missingFields"] == []', 'assert product["missingFields"] == ["title"]'
+    )
+    with pytest.raises(AssertionError, match="1 failed"):
+        run_host_tests(files, tmp_path)
+
+
+def test_the_guide_shows_the_shape_the_products_module_reads() -> None:
+    # Each Amazon path the requests-mock section names is one products.py reads.
+    from arda_amazon_bp import products
+
+    text = TESTING_MD.read_text(encoding="utf-8")
+    source = Path(products.__file__).read_text(encoding="utf-8")
+    for key in (
+        "itemInfo",
+        "byLineInfo",
+        "productInfo",
+        "unitCount",
+        "offersV2",
+        "listings",
+        "pricePerUnit",
+        "displayValue",
+        "displayAmount",
+        "externalIds",
+        "isBuyBoxWinner",
+    ):
+        assert f"{key}" in text and f'"{key}"' in source, key
+    assert TOKEN_URLS["3.1"] in text  # the endpoint the requests-mock example mocks
+    assert "/catalog/v1/getItems" in text
+
+
+def test_the_readme_links_the_testing_guide() -> None:
+    assert "(docs/testing-your-integration.md)" in README.read_text(encoding="utf-8")

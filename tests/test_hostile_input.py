@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import creators_sandbox as cs
 import pytest
 from fixtures_app import USER_TOKEN, AmazonMock, make_item
 from flask import Flask
@@ -31,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arda_amazon_bp.errors import ErrorCode
+from arda_amazon_bp.testing import sandbox as cs
 
 MIB = 1024 * 1024
 AUTH = {"Authorization": f"Bearer {USER_TOKEN}"}

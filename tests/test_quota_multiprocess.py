@@ -29,7 +29,6 @@ import limits.storage.memory
 import pytest
 import redis
 import requests
-from creators_sandbox import max_in_window
 from fixtures_app import AmazonMock, make_item, post_import
 from fixtures_redis import RedisServer
 from fixtures_sandbox import SandboxHandle
@@ -37,6 +36,7 @@ from flask import Flask
 from stack import StackHandle, run_stack
 
 from arda_amazon_bp.quota import NAMESPACE, Quota
+from arda_amazon_bp.testing.sandbox import max_in_window
 
 pytestmark = pytest.mark.slow
 
@@ -368,7 +368,7 @@ def test_waiting_for_slots_is_fair_first_in_first_out(
     make_app: Callable[..., Flask], sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sandbox.configure(rate=RATE)
-    settings = sandbox.app_config("2.1")
+    settings = sandbox.app_config("2.1", backend="env")
     for key, value in settings.items():
         if key.startswith("AMAZON_CREATORS_") and key != "AMAZON_CREATORS_API_HOST":
             monkeypatch.setenv(key, value)

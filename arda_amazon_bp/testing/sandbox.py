@@ -1,8 +1,13 @@
 """A sandbox Amazon Creators API on loopback, strict enough to catch client mistakes.
 
-It serves the same contract as Amazon (docs/architecture.md) so the demo, the integration tests,
-the multi-process quota tests, the benchmarks and the fault tests can point
-``AMAZON_CREATORS_API_HOST`` and ``AMAZON_TOKEN_URL`` at it:
+It serves the same contract as Amazon — Amazon's Creators API reference
+(affiliate-program.amazon.com/creatorsapi/docs/en-us/api-reference) and the official
+``amazon-creatorsapi-python-sdk``, whose requests it accepts; docs/architecture.md
+("Upstream facts") lists what the plugin relies on, and docs/testing-your-integration.md
+sums up the response shape — so the demo, the integration tests, the
+multi-process quota tests, the benchmarks, the fault tests and a host's own tests (the
+``amazon_sandbox`` pytest fixture) can point ``AMAZON_CREATORS_API_HOST`` and
+``AMAZON_TOKEN_URL`` at it:
 
 * ``POST /oauth2/token`` — Cognito (credential versions 2.x): form-encoded
   ``grant_type=client_credentials&client_id=…&client_secret=…&scope=creatorsapi/default``,
@@ -72,11 +77,11 @@ Control endpoints (for tests; not part of Amazon's contract) live under ``/_sand
   ``token_expires_in``, ``throttle_retry_after``, ``eligible``, ``partner_tags``,
   ``marketplace``, ``synthetic_asins``; ``POST tokens/expire`` expires every token.
 
-Catalog: ``examples/sandbox_catalog.json`` (household, office and industrial supplies;
-some items lack offers, images or a title, one has several listings). Any ASIN matching
-``B0SYN[0-9]{5}`` returns a generated complete item, for load tests.
+Catalog: ``sandbox_catalog.json`` beside this module (household, office and industrial
+supplies; some items lack offers, images or a title, one has several listings). Any ASIN
+matching ``B0SYN[0-9]{5}`` returns a generated complete item, for load tests.
 
-Run it: ``python examples/creators_sandbox.py --port 8099 --rate 1``.
+Run it: ``python -m arda_amazon_bp.testing --port 8099 --rate 1``.
 """
 
 from __future__ import annotations
@@ -1430,7 +1435,9 @@ def serve_in_thread(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: run the sandbox in the foreground."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m arda_amazon_bp.testing", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address only")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     parser.add_argument("--rate", type=float, default=1.0, help="getItems calls per second")
