@@ -19,7 +19,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import products
 from .errors import AmazonImportError, ErrorCode
-from .links import parse_product_link
 from .logs import bind_request_id, new_request_id, unbind_request_id
 from .schemas import (
     AmazonImportBatchRequestSchema,
@@ -90,8 +89,11 @@ def _rate_limit_headers() -> dict[str, str]:
     """IETF draft ``RateLimit-*`` headers for the daily quota; empty if unknown."""
     state = _state()
     try:
-        key = state.credentials.get().quota_key
-        window = state.quota.daily(key, max_age=RATE_LIMIT_HEADER_MAX_AGE)
+        credentials = state.credentials.get()
+        window = state.quota.daily(credentials.quota_key, max_age=RATE_LIMIT_HEADER_MAX_AGE)
+        state.metrics.quota_window(
+            credentials.credential_id, window.limit, window.amount, window.remaining
+        )
     except Exception:  # headers are advisory; never fail an import over them
         return {}
     return {
@@ -102,6 +104,8 @@ def _rate_limit_headers() -> dict[str, str]:
 
 
 def _error_response(error: AmazonImportError) -> ResponseReturnValue:
+    # Every error answer is one import: a single import, or a batch refused as a whole.
+    _state().metrics.import_failed(error.code.value)
     body = error.to_dict()
     body["error"]["details"].setdefault("requestId", g.get("amazon_request_id"))
     headers = dict(error.headers)
@@ -121,9 +125,12 @@ def _authenticate() -> None:
 
 
 def _import_one(url: str) -> tuple[dict[str, Any], int]:
-    ref = parse_product_link(url)
-    product = _state().lookup.lookup(ref)
-    return product, products.product_status(product)
+    state = _state()
+    ref = state.links.parse(url)
+    product = state.lookup.lookup(ref)
+    status = products.product_status(product)
+    state.metrics.import_succeeded(status)
+    return product, status
 
 
 def make_blueprint(url_prefix: str) -> Blueprint:
@@ -242,7 +249,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
         parsed: list[Any] = []
         for url in urls:
             try:
-                parsed.append(parse_product_link(url))
+                parsed.append(state.links.parse(url))
             except AmazonImportError as exc:
                 parsed.append(exc)
         refs = [p for p in parsed if not isinstance(p, AmazonImportError)]
@@ -251,6 +258,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
         for url, item in zip(urls, parsed, strict=True):
             outcome = item if isinstance(item, AmazonImportError) else next(looked_up)
             if isinstance(outcome, AmazonImportError):
+                state.metrics.import_failed(outcome.code.value)
                 results.append(
                     {
                         "url": url,
@@ -260,6 +268,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
                     }
                 )
             else:
+                state.metrics.import_succeeded(products.product_status(outcome))
                 results.append(
                     {
                         "url": url,

@@ -41,7 +41,15 @@ DEFAULTS: dict[str, Any] = {
     "AMAZON_MAX_ITEMS_PER_CALL": 10,  # ASINs per getItems call; 1 = the naive baseline
     "AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS": 600,
     "AMAZON_SMOKE_ASIN": None,  # None -> cli.DEFAULT_SMOKE_ASIN
+    "AMAZON_SHORT_LINKS": "refuse",  # or "resolve" (docs/api.md, short links)
+    "AMAZON_SHORT_LINK_TIMEOUT_SECONDS": 3,
+    "AMAZON_SHORT_LINK_CACHE_TTL_SECONDS": 86_400,
+    "AMAZON_SHORT_LINK_RATE_LIMIT": "2/second;60/minute",
+    "AMAZON_SHORT_LINK_BASE_URL": None,  # test seam, like AMAZON_CREATORS_API_HOST
 }
+
+#: Values of ``AMAZON_SHORT_LINKS``.
+SHORT_LINK_MODES = ("refuse", "resolve")
 
 #: Amazon's terms limit how long product data may be kept.
 MAX_CACHE_TTL_SECONDS = 86_400
@@ -144,6 +152,11 @@ class Settings:
     batch_max_urls: int
     upstream_event_interval_seconds: float
     max_items_per_call: int
+    short_links: str
+    short_link_timeout_seconds: float
+    short_link_cache_ttl_seconds: float
+    short_link_rate_limit: str
+    short_link_base_url: str | None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -198,4 +211,42 @@ class Settings:
                 get("AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS"),
             ),
             max_items_per_call=_items_per_call(get("AMAZON_MAX_ITEMS_PER_CALL")),
+            **_short_link_settings(get),
         )
+
+
+def _short_link_settings(get: Any) -> dict[str, Any]:
+    """The ``AMAZON_SHORT_LINK*`` keys (docs/configuration.md), validated."""
+    mode = get("AMAZON_SHORT_LINKS")
+    if not isinstance(mode, str) or mode.strip().lower() not in SHORT_LINK_MODES:
+        raise ConfigError(f"AMAZON_SHORT_LINKS must be one of {', '.join(SHORT_LINK_MODES)}")
+    timeout = _number("AMAZON_SHORT_LINK_TIMEOUT_SECONDS", get("AMAZON_SHORT_LINK_TIMEOUT_SECONDS"))
+    if timeout <= 0:
+        raise ConfigError("AMAZON_SHORT_LINK_TIMEOUT_SECONDS must be positive")
+    rate_limit = get("AMAZON_SHORT_LINK_RATE_LIMIT")
+    try:
+        from limits import parse_many
+
+        if not isinstance(rate_limit, str) or not parse_many(rate_limit):
+            raise ValueError("no limit given")
+    except ValueError as exc:
+        raise ConfigError(f"AMAZON_SHORT_LINK_RATE_LIMIT: {exc}") from None
+    base_url = get("AMAZON_SHORT_LINK_BASE_URL")
+    if base_url is not None:
+        from .transport import origin_of
+
+        try:
+            if not isinstance(base_url, str):
+                raise ValueError(f"got {type(base_url).__name__}")
+            origin_of(base_url.strip())
+        except ValueError as exc:
+            raise ConfigError(f"AMAZON_SHORT_LINK_BASE_URL must be an http(s) URL: {exc}") from None
+    return {
+        "short_links": mode.strip().lower(),
+        "short_link_timeout_seconds": timeout,
+        "short_link_cache_ttl_seconds": _number(
+            "AMAZON_SHORT_LINK_CACHE_TTL_SECONDS", get("AMAZON_SHORT_LINK_CACHE_TTL_SECONDS")
+        ),
+        "short_link_rate_limit": rate_limit.strip(),
+        "short_link_base_url": base_url.strip().rstrip("/") if base_url else None,
+    }

@@ -265,6 +265,13 @@ class CreatorsClient:
                 raise  # a bug, not an upstream condition: let it surface as a 500
             except requests.exceptions.RequestException as exc:
                 raise self._transport_failure(call, exc) from None
+            except ValueError:
+                # requests parses a 3xx Location even with allow_redirects=False (to
+                # prepare Response.next) and raises a bare ValueError on a malformed one.
+                call.failure = "ValueError"
+                raise _fail(
+                    call, UpstreamReason.INVALID_RESPONSE, "Amazon's answer could not be read."
+                ) from None
             with response:
                 call.status = response.status_code
                 try:

@@ -262,8 +262,10 @@ class CredentialProvider:
         clock: Callable[[], float] = time.monotonic,
         *,
         cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS,
+        on_load: Callable[[bool], None] | None = None,
     ) -> None:
         self._backend = backend
+        self._on_load = on_load  # told whether each backend load succeeded (metrics)
         self._ttl = ttl_seconds
         self._clock = clock
         self._cooldown = cooldown_seconds
@@ -364,6 +366,8 @@ class CredentialProvider:
             # Also after a BaseException: the waiters get the default "did not finish".
             self._settle(flight.outcome, stale)
             flight.done.set()
+            if self._on_load is not None:  # after set(): a failing observer strands no one
+                self._on_load(isinstance(flight.outcome, Credentials))
 
     def _settle(self, outcome: Credentials | CredentialsError, stale: Credentials | None) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ import pluggy
 from flask import Flask
 from flask_smorest import Api
 
-from . import config, logs
+from . import config, logs, metrics
 from .blueprint import make_blueprint
 from .cache import NullCache, ProductCache, cache_from_uri
 from .config import ConfigError, Settings
@@ -22,6 +22,7 @@ from .credentials import CredentialProvider, backend_from_plugins
 from .lookup import ProductLookup
 from .plugins import make_plugin_manager
 from .quota import Quota
+from .short_links import ShortLinks
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ _LOGGERS = (
     "arda_amazon_bp.cache",
     "arda_amazon_bp.credentials",
     "arda_amazon_bp.extension",
+    "arda_amazon_bp.metrics",
+    "arda_amazon_bp.short_links",
 )
 
 
@@ -52,11 +55,14 @@ class AmazonImportState:
     quota: Quota
     cache: ProductCache
     lookup: ProductLookup
+    links: ShortLinks
+    metrics: metrics.Recorder = metrics.NULL_RECORDER
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe_call(self, event: Mapping[str, Any]) -> None:
         """Forward one upstream call to ``arda_amazon_upstream_call`` implementations."""
+        self.metrics.upstream_call(event)
         try:
             self.plugin_manager.hook.arda_amazon_upstream_call(event=dict(event))
         except Exception:
@@ -64,6 +70,7 @@ class AmazonImportState:
 
     def upstream_event(self, name: str, details: Mapping[str, Any]) -> None:
         """Log an account-level event and tell the hook, once per interval per name."""
+        self.metrics.upstream_event(name)  # every time; the log line and hook are throttled
         now = time.monotonic()
         with self._event_lock:
             last = self._event_times.get(name)
@@ -81,6 +88,7 @@ class AmazonImportState:
         self.client.close()
         self.quota.close()
         self.cache.close()
+        self.links.close()
 
 
 class AmazonImport:
@@ -88,15 +96,22 @@ class AmazonImport:
 
     ``AmazonImport(app, api)`` or ``AmazonImport().init_app(app, api)``. The extension owns
     one plugin manager (``plugin_manager``) shared by every app it is initialised on; per-app
-    state lives in ``app.extensions["arda_amazon_bp"]``.
+    state lives in ``app.extensions["arda_amazon_bp"]``. With prometheus_client installed,
+    metrics go to ``metrics_registry`` (default: prometheus_client's ``REGISTRY``; see
+    docs/metrics.md).
     """
 
-    def __init__(self, app: Flask | None = None, api: Api | None = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, api: Api | None = None, *, metrics_registry: Any = None
+    ) -> None:
         self.plugin_manager: pluggy.PluginManager = make_plugin_manager()
+        self.metrics_registry = metrics_registry
         if app is not None:
             self.init_app(app, api)
 
-    def init_app(self, app: Flask, api: Api | None = None) -> AmazonImport:
+    def init_app(
+        self, app: Flask, api: Api | None = None, *, metrics_registry: Any = None
+    ) -> AmazonImport:
         """Apply config defaults, build the state, register the blueprint and CLI."""
         config.apply_defaults(app.config)
         try:
@@ -114,8 +129,15 @@ class AmazonImport:
             app.config.setdefault("OPENAPI_VERSION", "3.0.3")
             api = Api(app)
 
-        credentials = CredentialProvider(backend, settings.credentials_ttl_seconds)
-        quota = Quota(settings)
+        recorder = metrics.recorder_for(
+            metrics_registry if metrics_registry is not None else self.metrics_registry
+        )
+        credentials = CredentialProvider(
+            backend,
+            settings.credentials_ttl_seconds,
+            on_load=lambda ok: recorder.credential_load(settings.credentials_backend, ok),
+        )
+        quota = Quota(settings, metrics=recorder)
         # TTL 0 turns the cache off: then its storage is neither needed nor validated.
         cache: ProductCache = (
             cache_from_uri(
@@ -133,7 +155,7 @@ class AmazonImport:
             observer=lambda event: state.observe_call(event),
             on_event=lambda name, details: state.upstream_event(name, details),
         )
-        lookup = ProductLookup(settings, client, quota, cache, credentials)
+        lookup = ProductLookup(settings, client, quota, cache, credentials, metrics=recorder)
         state = AmazonImportState(
             settings=settings,
             plugin_manager=self.plugin_manager,
@@ -142,6 +164,8 @@ class AmazonImport:
             quota=quota,
             cache=cache,
             lookup=lookup,
+            metrics=recorder,
+            links=ShortLinks(settings),
         )
         app.extensions[EXTENSION_NAME] = state
 

@@ -46,6 +46,7 @@ from .errors import (
 )
 from .links import ProductRef
 from .logs import bind_request_ids, current_request_id
+from .metrics import NULL_RECORDER, Recorder
 from .quota import Quota, slots_for_retries
 
 logger = logging.getLogger(__name__)
@@ -273,8 +274,10 @@ class ProductLookup:
         credentials: CredentialProvider,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        metrics: Recorder = NULL_RECORDER,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.client = client
         self.quota = quota
         self.cache = cache
@@ -320,6 +323,8 @@ class ProductLookup:
         results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         hits = self._cache_get(refs)
         misses = [ref for ref in refs if _cache_key(ref) not in hits]
+        if self.settings.cache_ttl_seconds > 0:  # off: no lookup took place
+            self.metrics.cache_lookups(len(refs) - len(misses), len(misses))
         for ref in refs:
             if _cache_key(ref) in hits:
                 results[ref] = self._with_current_tag(hits[_cache_key(ref)])

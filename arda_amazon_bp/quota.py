@@ -111,6 +111,7 @@ from .config import ConfigError, Settings
 from .credentials import Credentials
 from .errors import AmazonImportError, rate_limited
 from .forks import reset_in_child
+from .metrics import NULL_RECORDER, Recorder
 
 __all__ = [
     "NAMESPACE",
@@ -410,8 +411,10 @@ class Quota:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        metrics: Recorder = NULL_RECORDER,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._clock = clock
         self._sleep = sleep
         self._windows = _parse_windows(settings.rate_limits, settings.rate_margin_seconds)
@@ -430,7 +433,8 @@ class Quota:
         Raises ``AMAZON_RATE_LIMITED`` (``source="local"``) when no slot frees in time.
         """
         budget = self._settings.max_wait_seconds if max_wait is None else max_wait
-        deadline = self._clock() + max(0.0, budget)
+        started = self._clock()
+        deadline = started + max(0.0, budget)
         self._stores()  # a forked child gets fresh locks before it queues on them
         ticket = object()
         with self._cond:
@@ -448,6 +452,7 @@ class Quota:
             with self._cond:
                 line.head_busy = None
                 self._leave(key, line, ticket)
+        self._metrics.quota_waited(self._clock() - started)
 
     def penalize(self, key: str, retry_after: float) -> None:
         """Amazon answered 429: no slot for ``key`` for ``retry_after`` seconds, anywhere."""
@@ -711,6 +716,7 @@ class Quota:
         )
 
     def _refusal(self, busy: _Busy, now: float) -> AmazonImportError:
+        self._metrics.quota_refused(busy.label)
         seconds = math.ceil(busy.reset_at - now)
         if busy.window is None:
             message = (

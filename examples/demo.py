@@ -2,7 +2,9 @@
 
     python3 -m tox -e demo            # or: python examples/demo.py [--port 5000]
 
-Prints a ready-to-paste ``curl`` and serves until Ctrl-C. Everything stays on loopback:
+Prints a ready-to-paste ``curl`` and serves until Ctrl-C. Short links are resolved
+(``AMAZON_SHORT_LINKS = resolve``) against the sandbox's shortener routes, so
+``https://a.co/d/3V4ITBv`` imports the demo product. Everything stays on loopback:
 the BFF talks to the sandbox exactly as it would talk to Amazon (OAuth2 token, then
 ``getItems``). The sandbox and its app config come from ``arda_amazon_bp.testing``, the
 same code a host's tests use (docs/testing-your-integration.md): its demo credential
@@ -26,6 +28,8 @@ from arda_amazon_bp.testing import EXAMPLE_ASIN, running_sandbox
 from arda_amazon_bp.testing.sandbox import SandboxConfig
 
 DEMO_ASIN = EXAMPLE_ASIN
+#: A share link the sandbox's shortener redirects to DEMO_ASIN (one hop).
+DEMO_SHORT_LINK = "https://a.co/d/3V4ITBv"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     with running_sandbox(SandboxConfig(rate=args.sandbox_rate)) as sandbox:
-        app = example_bff.create_app(sandbox.config)
+        # Short links are resolved, against the sandbox's shortener routes.
+        app = example_bff.create_app(
+            {
+                **sandbox.config,
+                "AMAZON_SHORT_LINKS": "resolve",
+                "AMAZON_SHORT_LINK_BASE_URL": sandbox.url,
+            }
+        )
         return serve(app, args.port, sandbox.url)
 
 
@@ -49,9 +60,14 @@ def serve(app: Flask, port: int, sandbox_url: str) -> int:
     server = make_server("127.0.0.1", port, app, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
     token = example_bff.DEFAULT_DEMO_TOKEN
+    has_metrics = "prometheus_metrics" in app.view_functions  # the prometheus extra
+    metrics_line = f"Prometheus metrics on {base}/metrics\n" if has_metrics else ""
     print(
         f"\nsandbox Creators API on {sandbox_url}\n"
-        f"example BFF on {base}  (OpenAPI: {base}/openapi.json)\n\n"
+        f"example BFF on {base}  (OpenAPI: {base}/openapi.json)\n"
+        f"{metrics_line}\n"
+        f"Short links resolve against the sandbox: put {DEMO_SHORT_LINK} (or share\n"
+        f'text such as "Check out this deal on Amazon: {DEMO_SHORT_LINK}") in "url".\n\n'
         "Try:\n"
         f"  curl -s -X POST {base}/api/amazon/import \\\n"
         f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"

@@ -8,6 +8,7 @@ under gunicorn: ``gunicorn --chdir examples 'example_bff:create_app()'`` with th
 from __future__ import annotations
 
 import hmac
+import importlib.util
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -89,5 +90,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/healthz")
     def healthz() -> Any:  # a bare JSON route: the benchmark's baseline
         return jsonify(ok=True)
+
+    if importlib.util.find_spec("prometheus_client") is not None:  # the prometheus extra
+
+        @app.get("/metrics")
+        def prometheus_metrics() -> Any:  # every worker's under gunicorn: docs/metrics.md
+            from arda_amazon_bp.metrics import exposition
+
+            body, content_type = exposition()
+            return body, 200, {"Content-Type": content_type}
 
     return app

@@ -461,6 +461,15 @@ def test_redirects_are_never_followed(world: World) -> None:
     assert [r.url for r in world.mock.request_history][-1] == ITEMS_URL
 
 
+def test_an_unparsable_redirect_location_is_invalid_not_a_500(world: World) -> None:
+    # requests parses Location even with allow_redirects=False (to prepare
+    # Response.next) and raises a bare ValueError on one like this.
+    world.items({"status_code": 302, "headers": {"Location": "http://[::1/x"}})
+    error = world.fail()
+    assert error.details["reason"] == "invalid_response"
+    assert world.calls[-1]["outcome"] == "invalid_response"
+
+
 @pytest.mark.parametrize(
     "asins",
     [[], ["B0TOOSHORT"[:9]], ["not-an-asin"], [f"B0MANYASN{n}" for n in range(11)]],

@@ -74,7 +74,8 @@ CONFIG_MD = DOCS / "configuration.md"
 RUNBOOK_MD = DOCS / "runbook.md"
 PLUGINS_MD = DOCS / "plugins.md"
 TESTING_MD = DOCS / "testing-your-integration.md"
-DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD, TESTING_MD)
+METRICS_MD = DOCS / "metrics.md"
+DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD, TESTING_MD, METRICS_MD)
 README = ROOT / "README.md"
 PLUGIN_EXAMPLE = ROOT / "examples" / "plugin_example"
 
@@ -833,7 +834,7 @@ def run_block(block: Block, env: DocsEnv, cwd: Path) -> None:
     assert cs.DEMO_CREDENTIAL_SECRET not in output, f"{block.where}: the secret was printed"
 
 
-@pytest.mark.parametrize("doc", [API_MD, CONFIG_MD, RUNBOOK_MD], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [API_MD, CONFIG_MD, RUNBOOK_MD, METRICS_MD], ids=lambda p: p.name)
 def test_the_commands_in_the_docs_run(doc: Path, docs_env: DocsEnv, tmp_path: Path) -> None:
     """Every runnable block of ``doc``, in order, in one fresh working directory."""
     blocks = [b for b in marked_blocks(doc) if b.kind == "run"]

@@ -1368,6 +1368,7 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Flask:
         app.logger.error("sandbox error", exc_info=exc)
         return amazon_error(500, "Internal server error")
 
+    register_short_links(app, state)
     return app
 
 
@@ -1390,6 +1391,165 @@ def sandbox_state(app: Flask) -> SandboxState:
     if not isinstance(state, SandboxState):
         raise TypeError("not a creators sandbox app")
     return state
+
+
+# ----------------------------------------------------------------------- short links
+#
+# Amazon's link shorteners, for ``AMAZON_SHORT_LINKS = resolve`` with
+# ``AMAZON_SHORT_LINK_BASE_URL`` pointing here. They are not part of the Creators API: the
+# sandbox serves them so resolution can be tested over real HTTP. Paths are the ones the
+# shorteners use (``a.co``/``amzn.eu``/``amzn.asia``/``amzn.in`` share links are
+# ``/d/<code>``, ``amzn.to`` links are ``/<code>``); the base-URL seam sends every short
+# host here, so they share one namespace. Behaviour emulated, and where it comes from:
+#
+# * a share link answers a redirect whose ``Location`` is an absolute product-page URL on
+#   the store, with the share tracking parameters: ``a.co/d/9DweDUD`` →
+#   ``https://www.amazon.com/dp/B0B151JYPV?ref_=cm_sw_r_cp_ud_dp_…`` and ``amzn.eu/d/…`` →
+#   ``https://www.amazon.it/<slug>/dp/B0899VXM8F/?_encoding=UTF8&…`` (vaiden/amazon-asin
+#   issue #16 and its test.js); share URLs carry ``ref=``, ``ref_=`` and
+#   ``social_share=cm_sw_r_cp_ud_dp_<token>`` (share links found in public repositories);
+# * ``amzn.to`` is the Associates shortener run on Bitly (amzn.to links are made by
+#   bit.ly, per the codecaveme.de write-up), and Bitly answers ``301 Moved Permanently``;
+#   its targets are Associates links such as
+#   ``/gp/product/B00MH78O0M/ref=as_li_ss_tl?ie=UTF8&…&linkCode=sl1&tag=…&linkId=…``
+#   (vaiden/amazon-asin test.js). Share links answer 301 here too; the two-hop chain uses
+#   a 302 first so a client handling only 301 is caught;
+# * the client must read ``Location`` with redirects off (``redirect: 'manual'``, as the
+#   resolver tested in a public repository does): the sandbox never expects a follow-up
+#   request to the store;
+# * an unknown code answers 404 with an HTML page (the stricter plausible answer: Amazon's
+#   behaviour for unknown codes is not documented).
+#
+# Two-hop, loop, off-Amazon, search-page, over-long, 503 and slow chains are synthetic:
+# the links seen in public answer in one hop, and these exercise the resolver's stops.
+#
+# Control: ``GET /_sandbox/short-links`` lists the requests received (``path``, and
+# ``status`` once answered, ``null`` before), ``DELETE`` clears them.
+
+#: How long the slow short link waits before answering.
+SHORT_LINK_SLOW_SECONDS = 5.0
+SHORT_LINK_SHARE_REF = "cm_sw_r_cp_ud_dp_SANDBOX0SHARE0TOKEN0"
+_SHARE_QUERY = (
+    f"ref={SHORT_LINK_SHARE_REF}&ref_={SHORT_LINK_SHARE_REF}&social_share={SHORT_LINK_SHARE_REF}"
+)
+
+#: path -> (status, Location). ASINs are synthetic (``B0SYN…``), so getItems knows them.
+SHORT_LINKS: dict[str, tuple[int, str]] = {
+    # One hop: a share link to its product page.
+    "/d/1hopA01": (301, f"https://www.amazon.com/dp/B0SYN00301?{_SHARE_QUERY}"),
+    # The demo's share link: the catalog's complete gloves item.
+    "/d/3V4ITBv": (301, f"https://www.amazon.com/dp/B0C7NTRL01?{_SHARE_QUERY}"),
+    # Two hops: a share link to another short link, then to the product.
+    "/d/2hopA01": (302, "https://amzn.eu/d/2hopB01"),
+    "/d/2hopB01": (
+        301,
+        "https://www.amazon.com/Nitrile-Gloves-Box-100/dp/B0SYN00302/?_encoding=UTF8&ref_=pd_gw",
+    ),
+    # amzn.to (Bitly): an Associates link.
+    "/3SYNamz": (
+        301,
+        "https://www.amazon.com/gp/product/B0SYN00303/ref=as_li_ss_tl?ie=UTF8"
+        "&linkCode=sl1&tag=ardademo-20&linkId=0123456789abcdef0123456789abcdef",
+    ),
+    # A relative Location, resolved against the short host.
+    "/d/relA001": (301, "/d/1hopA01"),
+    # Off Amazon: a lookalike host, and another site.
+    "/d/offA001": (301, "https://www.amazon.com.evil.example/dp/B0SYN00304"),
+    "/d/offB001": (301, "https://www.example.com/deal?asin=B0SYN00304"),
+    # A loop between two short links.
+    "/d/loopA01": (301, "https://a.co/d/loopB01"),
+    "/d/loopB01": (301, "https://a.co/d/loopA01"),
+    # A chain one hop longer than the resolver allows (4 short links, then a product).
+    "/d/chainA1": (301, "https://a.co/d/chainA2"),
+    "/d/chainA2": (301, "https://a.co/d/chainA3"),
+    "/d/chainA3": (301, "https://a.co/d/chainA4"),
+    "/d/chainA4": (301, "https://www.amazon.com/dp/B0SYN00305"),
+    # A search page, not a product.
+    "/d/search1": (301, f"https://www.amazon.com/s?k=nitrile+gloves&{_SHARE_QUERY}"),
+    # A product on a store outside the 22.
+    "/d/storeCN": (301, "https://www.amazon.cn/dp/B0SYN00306"),
+    # The shortener is down.
+    "/d/down001": (503, ""),
+    # Slow: answers the one-hop redirect after SHORT_LINK_SLOW_SECONDS.
+    "/d/slowA01": (301, "https://www.amazon.com/dp/B0SYN00307"),
+}
+SHORT_LINK_SLOW_PATHS = frozenset({"/d/slowA01"})
+
+
+class ShortLinkLog:
+    """The short-link requests the sandbox received, in order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+
+    def add(self, path: str) -> dict[str, Any]:
+        """Record an arrival (its ``status`` is filled in once answered)."""
+        entry: dict[str, Any] = {"path": path, "status": None}
+        with self.lock:
+            self.requests.append(entry)
+        return entry
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(entry) for entry in self.requests]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+
+def short_link_log(app: Flask) -> ShortLinkLog:
+    """The :class:`ShortLinkLog` of a sandbox app."""
+    log = app.extensions["creators_sandbox_short_links"]
+    if not isinstance(log, ShortLinkLog):
+        raise TypeError("not a creators sandbox app")
+    return log
+
+
+def _short_link_answer(state: SandboxState, path: str) -> Response:
+    status, location = SHORT_LINKS.get(path, (404, ""))
+    if path in SHORT_LINK_SLOW_PATHS:
+        state.sleep(SHORT_LINK_SLOW_SECONDS)
+    if status in (301, 302):
+        response = Response(
+            f'<html><body><a href="{location}">moved here</a></body></html>\n',
+            status=status,
+            mimetype="text/html",
+        )
+        response.headers["Location"] = location
+        response.autocorrect_location_header = False  # relative stays relative
+        return response
+    return Response(_html_page(status), status=status, mimetype="text/html")
+
+
+def register_short_links(app: Flask, state: SandboxState) -> None:
+    """Add the short-link routes and their control endpoints to a sandbox app."""
+    log = ShortLinkLog()
+    app.extensions["creators_sandbox_short_links"] = log
+
+    def answer(path: str) -> Response:
+        entry = log.add(path)
+        response = _short_link_answer(state, path)
+        entry["status"] = response.status_code
+        return response
+
+    @app.get("/d/<code>")
+    def share_link(code: str) -> Response:
+        return answer(f"/d/{code}")
+
+    for path in SHORT_LINKS:
+        if not path.startswith("/d/"):
+            app.add_url_rule(path, f"short_link_{path}", lambda p=path: answer(p))
+
+    @app.get("/_sandbox/short-links")
+    def short_link_requests() -> Response:
+        return _json_response(200, {"requests": log.snapshot()})
+
+    @app.delete("/_sandbox/short-links")
+    def clear_short_link_requests() -> Response:
+        log.clear()
+        return _json_response(200, {"cleared": True})
 
 
 # --------------------------------------------------------------------------- server
