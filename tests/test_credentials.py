@@ -375,6 +375,7 @@ class _VaultPlugin:
 def test_builtins_are_offered_by_their_modules() -> None:
     offered = available_backends(make_plugin_manager())
     assert {name: plugin for name, (_, plugin) in offered.items()} == {
+        "config": "arda_amazon_bp.backends.config",
         "env": "arda_amazon_bp.backends.env",
         "file": "arda_amazon_bp.backends.file",
         "onepassword": "arda_amazon_bp.backends.onepassword",

@@ -52,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from arda_amazon_bp.backends.op_cli import MINIMUM_VERSION as MINIMUM_OP
+from arda_amazon_bp.backends.op_cli import REVEAL_VERSION as REVEAL_OP
 from fixtures_credentials import FAKE_OP, make_op_token
 from fixtures_sandbox import SandboxHandle
 from flask import Flask
@@ -334,6 +336,34 @@ def cli_problems(commands: Iterable[str], blocks: list[Block]) -> list[str]:
     ]
 
 
+#: How the runbook may run a console command (``arda-amazon NAME``); both forms must appear.
+CONSOLE_FORMS = ("arda-amazon", "python -m arda_amazon_bp")
+
+
+def console_problems(commands: Mapping[str, Any], blocks: list[Block]) -> list[str]:
+    """Console commands (``arda_amazon_bp.__main__.main``) no runnable block of the
+    runbook runs, in each of :data:`CONSOLE_FORMS`."""
+    ran = "\n".join(block.body for block in blocks if block.kind == "run")
+    return [
+        f"`{form} {name}` is not in a runnable block of runbook.md"
+        for name in commands
+        for form in CONSOLE_FORMS
+        if not re.search(rf"(?<![\w-]){re.escape(form)} {re.escape(name)}\b", ran)
+    ]
+
+
+def option_problems(prefix: str, commands: Mapping[str, Any], text: str) -> list[str]:
+    """Long options of click ``commands`` that ``text`` (the runbook) never names."""
+    return [
+        f"option {option} of `{prefix} {name}` is not documented in runbook.md"
+        for name, command in commands.items()
+        for param in command.params
+        for option in param.opts
+        if option.startswith("--")
+        and not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text)
+    ]
+
+
 def config_keys_in_code(sources: Iterable[Path]) -> set[str]:
     """``AMAZON_*`` names the package reads, besides DEFAULTS (error codes excluded)."""
     codes = {code.value for code in ErrorCode}
@@ -343,6 +373,11 @@ def config_keys_in_code(sources: Iterable[Path]) -> set[str]:
             re.findall(r"\b(AMAZON_[A-Z0-9_]*[A-Z0-9])\b", source.read_text(encoding="utf-8"))
         )
     return {name for name in found if name not in codes}
+
+
+def op_version(version: tuple[int, int, int]) -> str:
+    """``(2, 18, 0)`` → ``"2.18"``: how the runbook names a minimum op version."""
+    return f"{version[0]}.{version[1]}"
 
 
 # --- registries against the docs ------------------------------------------------------------
@@ -411,6 +446,51 @@ def test_every_cli_command_is_run_by_the_runbook() -> None:
     assert cli_problems(amazon_cli.commands, marked_blocks(RUNBOOK_MD)) == []
 
 
+def test_every_console_command_and_option_is_in_the_runbook() -> None:
+    from arda_amazon_bp.__main__ import main
+    from arda_amazon_bp.cli import amazon_cli
+
+    assert "check-vaults" in main.commands
+    runbook = RUNBOOK_MD.read_text(encoding="utf-8")
+    assert console_problems(main.commands, marked_blocks(RUNBOOK_MD)) == []
+    assert option_problems("arda-amazon", main.commands, runbook) == []
+    assert option_problems("flask amazon", amazon_cli.commands, runbook) == []
+
+
+def test_the_console_script_is_the_documented_entry_point() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg", encoding="utf-8")
+    scripts = parser["options.entry_points"]["console_scripts"].split("\n")
+    assert "arda-amazon = arda_amazon_bp.__main__:main" in [s.strip() for s in scripts]
+
+
+def test_drift_an_unrun_console_command_or_undocumented_option_is_reported() -> None:
+    import click
+
+    from arda_amazon_bp.__main__ import main
+
+    blocks = marked_blocks(RUNBOOK_MD)
+    commands = {**main.commands, "rotate-token": click.Command("rotate-token")}
+    assert console_problems(commands, blocks) == [
+        "`arda-amazon rotate-token` is not in a runnable block of runbook.md",
+        "`python -m arda_amazon_bp rotate-token` is not in a runnable block of runbook.md",
+    ]
+    gate = main.commands["check-vaults"]
+    extended = click.Command(
+        "check-vaults", params=[*gate.params, click.Option(["--vault-prefix"])]
+    )
+    text = RUNBOOK_MD.read_text(encoding="utf-8")
+    assert option_problems("arda-amazon", {"check-vaults": extended}, text) == [
+        "option --vault-prefix of `arda-amazon check-vaults` is not documented in runbook.md"
+    ]
+    # "--partition" inside "--partitions" is not a mention of it.
+    assert option_problems("arda-amazon", {"check-vaults": gate}, "--partitions --item") == [
+        "option --partition of `arda-amazon check-vaults` is not documented in runbook.md",
+        "option --marketplace of `arda-amazon check-vaults` is not documented in runbook.md",
+        "option --json of `arda-amazon check-vaults` is not documented in runbook.md",
+    ]
+
+
 def test_headers_details_and_the_vault_layout_are_documented() -> None:
     api = API_MD.read_text(encoding="utf-8")
     for name in (
@@ -434,6 +514,21 @@ def test_headers_details_and_the_vault_layout_are_documented() -> None:
     assert f"**`{onepassword.DEFAULT_ITEM}`**" in runbook
     assert "`OP_SERVICE_ACCOUNT_TOKEN`" in runbook
     assert "amazon_upstream_event event=associate_not_eligible" in runbook
+    # The deploy story: where the token lives, what it reads, the gate, the supported op.
+    for text in (
+        "GitHub organisation secret",
+        "`amm.yml`",
+        "`Arda-SystemsOAM`",
+        "Gate 1c",
+        "us-east-2",
+        "`amm.sh --region us-east-2 …`",
+        "### 3.3 Rotating `OP_SERVICE_ACCOUNT_TOKEN`",
+        "**Annual sales requirement**",
+        "**Sponsored-affiliate-content rule**",
+        f"1Password CLI {op_version(MINIMUM_OP)} or later",
+        f"passes `--reveal` exactly from {op_version(REVEAL_OP)} on",
+    ):
+        assert text in runbook, text
 
 
 def test_the_link_forms_match_the_parser() -> None:
