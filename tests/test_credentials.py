@@ -379,7 +379,6 @@ def test_builtins_are_offered_by_their_modules() -> None:
         "env": "arda_amazon_bp.backends.env",
         "file": "arda_amazon_bp.backends.file",
         "onepassword": "arda_amazon_bp.backends.onepassword",
-        "config": "arda_amazon_bp.backends.config",
     }
 
 
