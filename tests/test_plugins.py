@@ -108,7 +108,8 @@ def test_without_the_distribution_the_name_is_unknown() -> None:
 
 def test_the_unknown_name_error_lists_third_party_backends(install_dist: InstallDist) -> None:
     install_dist("ardavault", VAULT_PLUGIN)
-    with pytest.raises(ConfigError, match="available: config, env, file, hashicorp-vault, onepassword"):
+    available = "available: config, env, file, hashicorp-vault, onepassword"
+    with pytest.raises(ConfigError, match=available):
         backend_from_plugins(make_plugin_manager(), "vault", {})
 
 
