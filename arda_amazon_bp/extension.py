@@ -96,8 +96,8 @@ class AmazonImport:
 
     def init_app(self, app: Flask, api: Api | None = None) -> AmazonImport:
         """Apply config defaults, build the state, register the blueprint and CLI."""
-        config.apply_defaults(app.config)
         try:
+            config.apply_defaults(app.config)
             settings = Settings.from_config(app.config)
             backend = backend_from_plugins(
                 self.plugin_manager, settings.credentials_backend, app.config

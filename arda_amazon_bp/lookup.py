@@ -33,6 +33,7 @@ from itertools import islice
 from typing import Any
 
 from . import products
+from .budgets import PrincipalBudgets
 from .cache import ProductCache
 from .config import Settings
 from .creators import CreatorsClient, GetItemsResult
@@ -47,6 +48,7 @@ from .errors import (
 from .links import ProductRef
 from .logs import bind_request_ids, current_request_id
 from .quota import Quota, slots_for_retries
+from .waiting import WaitingGate
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +277,14 @@ class ProductLookup:
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.settings = settings
+        #: Requests of this process waiting for Amazon (AMAZON_MAX_WAITING).
+        self.waiting = WaitingGate(settings.max_waiting)
+        #: Per-user budgets (AMAZON_PRINCIPAL_LIMITS), in the quota's storage.
+        self.budgets = (
+            PrincipalBudgets(settings.principal_limits, quota)
+            if settings.principal_limits
+            else None
+        )
         self.client = client
         self.quota = quota
         self.cache = cache
@@ -286,15 +296,21 @@ class ProductLookup:
 
     # -- public -------------------------------------------------------------------
 
-    def lookup(self, ref: ProductRef) -> dict[str, Any]:
+    def lookup(self, ref: ProductRef, *, principal_key: str | None = None) -> dict[str, Any]:
         """One product record, or raise :class:`AmazonImportError`."""
-        result = self.lookup_many([ref])[0]
+        result = self.lookup_many([ref], principal_key=principal_key)[0]
         if isinstance(result, AmazonImportError):
             raise result
         return result
 
-    def lookup_many(self, refs: Sequence[ProductRef]) -> list[dict[str, Any] | AmazonImportError]:
-        """A record or an error per reference, in input order; duplicates looked up once."""
+    def lookup_many(
+        self, refs: Sequence[ProductRef], *, principal_key: str | None = None
+    ) -> list[dict[str, Any] | AmazonImportError]:
+        """A record or an error per reference, in input order; duplicates looked up once.
+
+        Cache misses count against ``principal_key``'s budget when budgets are configured
+        (``None``: not counted, for operator tools).
+        """
         results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         wanted: list[ProductRef] = []
         for ref in dict.fromkeys(refs):
@@ -303,7 +319,7 @@ class ProductLookup:
             else:
                 wanted.append(ref)
         if wanted:
-            results.update(self._resolve(wanted))
+            results.update(self._resolve(wanted, principal_key))
         return [results[ref] for ref in refs]
 
     def close(self) -> None:
@@ -315,7 +331,7 @@ class ProductLookup:
     # -- internals -----------------------------------------------------------------
 
     def _resolve(
-        self, refs: list[ProductRef]
+        self, refs: list[ProductRef], principal_key: str | None
     ) -> dict[ProductRef, dict[str, Any] | AmazonImportError]:
         results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         hits = self._cache_get(refs)
@@ -323,6 +339,32 @@ class ProductLookup:
         for ref in refs:
             if _cache_key(ref) in hits:
                 results[ref] = self._with_current_tag(hits[_cache_key(ref)])
+        if not misses:
+            return results
+        # Cache hits never wait. A miss holds this thread until Amazon answers, so only
+        # AMAZON_MAX_WAITING requests per process may do that at once (waiting.py); the
+        # gate comes first so that a request refused at once is not charged a budget.
+        try:
+            self.waiting.enter()
+        except AmazonImportError as exc:
+            results.update(dict.fromkeys(misses, exc))
+            return results
+        try:
+            if self.budgets is not None and principal_key is not None:
+                admitted, refusal = self.budgets.charge(principal_key, len(misses))
+                if refusal is not None:
+                    results.update(dict.fromkeys(misses[admitted:], refusal))
+                misses = misses[:admitted]
+            results.update(self._fetch(misses))
+        finally:
+            self.waiting.leave()
+        return results
+
+    def _fetch(
+        self, misses: list[ProductRef]
+    ) -> dict[ProductRef, dict[str, Any] | AmazonImportError]:
+        """Records of ``misses`` from Amazon, through the dispatchers, waiting for them."""
+        results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         by_marketplace: dict[str, list[ProductRef]] = {}
         for ref in misses:
             by_marketplace.setdefault(ref.marketplace, []).append(ref)
@@ -423,7 +465,13 @@ class ProductLookup:
                     retrieved_at=retrieved_at,
                     notice=notice,
                 )
-                ttl = min(self.settings.negative_cache_ttl_seconds, self.settings.cache_ttl_seconds)
+                # Only Amazon's own verdict on this ASIN is cached: an ASIN it said nothing
+                # about (a call refused over another ASIN) is asked again next time.
+                ttl = (
+                    min(self.settings.negative_cache_ttl_seconds, self.settings.cache_ttl_seconds)
+                    if asin in result.named
+                    else 0
+                )
             records[asin] = record
             if ttl > 0:
                 try:

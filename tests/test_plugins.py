@@ -74,6 +74,7 @@ def test_builtins_are_registered_under_their_module_names() -> None:
         "arda_amazon_bp.backends.env",
         "arda_amazon_bp.backends.file",
         "arda_amazon_bp.backends.onepassword",
+        "arda_amazon_bp.budgets",
     )
     for name in DEFAULT_PLUGINS:
         assert pm.get_plugin(name) is importlib.import_module(name)
