@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fixtures_app import USER_TOKEN, make_item, post_import
+from fixtures_app import GET_ITEMS_URL, USER_TOKEN, make_item, post_import
 from flask import Flask
 
 from arda_amazon_bp.errors import AmazonImportError, ErrorCode
@@ -228,3 +228,55 @@ def test_batch_requires_authentication(app):
     response = post_batch(app.test_client(), [f"https://www.amazon.com/dp/{asin(1)}"])
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "AUTHENTICATION_REQUIRED"
+
+
+# -- negative caching: only Amazon's own per-item verdicts -------------------------------
+
+
+def test_an_asin_amazon_named_in_a_per_item_error_is_cached_as_not_accessible(app, amazon):
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    amazon.add(make_item(asin(1)))
+    refs = [ProductRef(US, asin(1)), ProductRef(US, asin(2))]  # asin(2): ItemNotAccessible
+    first = lookup.lookup_many(refs)
+    assert first[1]["notices"][0]["code"] == "ItemNotAccessible"
+    again = lookup.lookup_many(refs)
+    assert again[1]["notices"][0]["code"] == "ItemNotAccessible"
+    assert amazon.get_items_requests() == 1  # both answers came from the cache
+
+
+def test_a_whole_call_refusal_caches_nothing_for_the_asins_it_did_not_name(app, amazon):
+    """Amazon refuses a getItems call with 400 over one bad ASIN: the others of that call
+    were never looked at, so the next import of them must ask again."""
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    amazon.add(make_item(asin(1)), make_item(asin(3)))
+    bad = asin(2)
+    amazon.fail_get_items(
+        status_code=400,
+        json={
+            "errors": [
+                {
+                    "code": "InvalidParameterValue",
+                    "message": f"The value [{bad}] provided in the request for ItemIds is "
+                    "invalid.",
+                }
+            ]
+        },
+    )
+    refs = [ProductRef(US, asin(1)), ProductRef(US, bad), ProductRef(US, asin(3))]
+    refused = lookup.lookup_many(refs)
+    assert amazon.get_items_requests() == 1
+    assert [r["title"] for r in refused] == [None, None, None]  # nothing known yet
+
+    amazon.mocker.post(GET_ITEMS_URL, json=amazon.answer)  # Amazon answers again
+    answered = lookup.lookup_many([ProductRef(US, asin(1)), ProductRef(US, asin(3))])
+    assert [r["title"] for r in answered] == [
+        f"Nitrile Gloves {asin(1)}",
+        f"Nitrile Gloves {asin(3)}",
+    ]
+    assert amazon.get_items_calls[-1]["itemIds"] == [asin(1), asin(3)]
+    # The ASIN Amazon did name keeps its verdict: no new call for it.
+    calls = amazon.get_items_requests()
+    assert lookup.lookup_many([ProductRef(US, bad)])[0]["notices"][0]["code"] == (
+        "InvalidParameterValue"
+    )
+    assert amazon.get_items_requests() == calls
