@@ -62,6 +62,7 @@ class _Waiter:
     future: Future[dict[str, Any]]
     deadline: float  # monotonic time after which it is answered 429 rather than kept waiting
     request_ids: list[str] = field(default_factory=list)
+    requeued: bool = False  # sent again once after a call refused over another ASIN
 
 
 class _Dispatcher:
@@ -228,7 +229,9 @@ class _Dispatcher:
                 result = self._lookup.client.get_items(
                     self._marketplace, asins, before_call=before_call
                 )
-                outcome = self._lookup.store(self._marketplace, asins, result)
+                again = _refused_over_others(batch, result)
+                served = [w for w in batch if w not in again]
+                outcome = self._lookup.store(self._marketplace, [w.asin for w in served], result)
         except AmazonImportError as exc:
             if exc.code is ErrorCode.AMAZON_RATE_LIMITED and exc.details.get("source") == "amazon":
                 self._lookup.quota.penalize(
@@ -239,7 +242,28 @@ class _Dispatcher:
             logger.exception("amazon lookup failed unexpectedly for %d ASIN(s)", len(asins))
             self._finish(batch, error=exc)
         else:
-            self._finish(batch, results=outcome)
+            self._requeue(again)
+            self._finish(served, results=outcome)
+
+    def _requeue(self, waiters: list[_Waiter]) -> None:
+        """Put ``waiters`` back at the head of the queue, for one more call each."""
+        if not waiters:
+            return
+        max_wait = self._lookup.settings.max_wait_seconds
+        with self._cond:
+            for waiter in reversed(waiters):
+                # One critical section: a new request finds the ASIN in flight or pending.
+                self._in_flight.pop(waiter.asin, None)
+                waiter.requeued = True
+                waiter.deadline = max(waiter.deadline, time.monotonic() + max_wait)
+                self._pending[waiter.asin] = waiter
+                self._pending.move_to_end(waiter.asin, last=False)
+            self._cond.notify_all()
+        logger.info(
+            "amazon refused a getItems call over other ASINs; %d ASIN(s) it said nothing "
+            "about are sent again",
+            len(waiters),
+        )
 
     def _finish(
         self,
@@ -375,8 +399,9 @@ class ProductLookup:
             )
             futures.update({ref: submitted[ref.asin] for ref in group})
         connect, read = self.settings.http_timeout
-        # Slot wait, then up to a token call and two getItems attempts (401 retry).
-        bound = self.settings.max_wait_seconds * 2 + 3 * (connect + read) + 1
+        # Slot wait, then up to a token call and two getItems attempts (401 retry); all of
+        # it once more for an ASIN sent again after a call refused over another ASIN.
+        bound = 2 * (self.settings.max_wait_seconds * 2 + 3 * (connect + read)) + 1
         deadline = time.monotonic() + bound
         for ref, future in futures.items():
             try:
@@ -479,6 +504,15 @@ class ProductLookup:
                 except Exception:
                     logger.warning("amazon product cache write failed", exc_info=True)
         return records
+
+
+def _refused_over_others(batch: Sequence[_Waiter], result: GetItemsResult) -> list[_Waiter]:
+    """Waiters of a call Amazon refused over *other* ASINs: no item came back, some ASINs
+    were named in errors, and these were not (e.g. a 400 naming one invalid ASIN). One
+    user's bad ASIN must not cost another user's product, so each goes out once more."""
+    if result.items or not result.named:
+        return []
+    return [w for w in batch if w.asin not in result.named and not w.requeued]
 
 
 def _cache_key(ref: ProductRef) -> str:

@@ -244,39 +244,71 @@ def test_an_asin_amazon_named_in_a_per_item_error_is_cached_as_not_accessible(ap
     assert amazon.get_items_requests() == 1  # both answers came from the cache
 
 
-def test_a_whole_call_refusal_caches_nothing_for_the_asins_it_did_not_name(app, amazon):
-    """Amazon refuses a getItems call with 400 over one bad ASIN: the others of that call
-    were never looked at, so the next import of them must ask again."""
+def refuse_over(*bad: str) -> dict[str, Any]:
+    """Amazon's 400 for a getItems call with invalid ItemIds: one error per bad ASIN."""
+    return {
+        "errors": [
+            {
+                "code": "InvalidParameterValue",
+                "message": f"The value [{asin}] provided in the request for ItemIds is invalid.",
+            }
+            for asin in bad
+        ]
+    }
+
+
+class Script:
+    """getItems answers: the queued (status, body) pairs first, then the catalog."""
+
+    def __init__(self, amazon: Any, *answers: tuple[int, dict[str, Any]]) -> None:
+        self.amazon = amazon
+        self.answers = list(answers)
+        amazon.mocker.post(GET_ITEMS_URL, json=self)
+
+    def __call__(self, request: Any, context: Any) -> dict[str, Any]:
+        if self.answers:
+            self.amazon.get_items_calls.append(request.json())
+            context.status_code, body = self.answers.pop(0)
+            return body
+        return self.amazon.answer(request, context)
+
+
+def test_asins_a_refused_call_said_nothing_about_are_sent_again(app, amazon):
+    """One user's bad ASIN must not cost another user's product coalesced with it."""
     lookup = app.extensions["arda_amazon_bp"].lookup
     amazon.add(make_item(asin(1)), make_item(asin(3)))
     bad = asin(2)
-    amazon.fail_get_items(
-        status_code=400,
-        json={
-            "errors": [
-                {
-                    "code": "InvalidParameterValue",
-                    "message": f"The value [{bad}] provided in the request for ItemIds is "
-                    "invalid.",
-                }
-            ]
-        },
-    )
+    Script(amazon, (400, refuse_over(bad)))
     refs = [ProductRef(US, asin(1)), ProductRef(US, bad), ProductRef(US, asin(3))]
-    refused = lookup.lookup_many(refs)
-    assert amazon.get_items_requests() == 1
-    assert [r["title"] for r in refused] == [None, None, None]  # nothing known yet
-
-    amazon.mocker.post(GET_ITEMS_URL, json=amazon.answer)  # Amazon answers again
-    answered = lookup.lookup_many([ProductRef(US, asin(1)), ProductRef(US, asin(3))])
-    assert [r["title"] for r in answered] == [
-        f"Nitrile Gloves {asin(1)}",
-        f"Nitrile Gloves {asin(3)}",
+    results = lookup.lookup_many(refs)
+    assert [call["itemIds"] for call in amazon.get_items_calls] == [
+        [asin(1), bad, asin(3)],
+        [asin(1), asin(3)],
     ]
-    assert amazon.get_items_calls[-1]["itemIds"] == [asin(1), asin(3)]
-    # The ASIN Amazon did name keeps its verdict: no new call for it.
-    calls = amazon.get_items_requests()
+    assert results[0]["title"] == f"Nitrile Gloves {asin(1)}"
+    assert results[2]["title"] == f"Nitrile Gloves {asin(3)}"
+    assert results[1]["notices"][0]["code"] == "InvalidParameterValue"
+    # The ASIN Amazon named keeps its verdict: asking again costs no call.
     assert lookup.lookup_many([ProductRef(US, bad)])[0]["notices"][0]["code"] == (
         "InvalidParameterValue"
     )
-    assert amazon.get_items_requests() == calls
+    assert amazon.get_items_requests() == 2
+
+
+def test_a_whole_call_refusal_caches_nothing_for_the_asins_it_did_not_name(app, amazon):
+    """Refused over asin(2), then (sent again) over asin(4): asin(1) was never looked at,
+    so it answers empty once, is not cached, and the next import asks Amazon again."""
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    amazon.add(make_item(asin(1)))
+    Script(amazon, (400, refuse_over(asin(2))), (400, refuse_over(asin(4))))
+    refs = [ProductRef(US, asin(n)) for n in (1, 2, 4)]
+    first = lookup.lookup_many(refs)
+    assert [call["itemIds"] for call in amazon.get_items_calls] == [
+        [asin(1), asin(2), asin(4)],
+        [asin(1), asin(4)],
+    ]
+    assert first[0]["title"] is None  # sent once again already; Amazon said nothing
+    assert first[0]["notices"][0]["code"] == "ItemNotReturned"
+    again = lookup.lookup_many([ProductRef(US, asin(1))])
+    assert again[0]["title"] == f"Nitrile Gloves {asin(1)}"
+    assert amazon.get_items_calls[-1]["itemIds"] == [asin(1)]
