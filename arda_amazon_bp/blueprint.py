@@ -49,7 +49,7 @@ _ERROR_DOCS: dict[int, str] = {
     500: "INTERNAL_ERROR (details.requestId names the log lines)",
     502: "AMAZON_UPSTREAM_UNAVAILABLE (details.reason says why)",
 }
-_BATCH_ERROR_STATUSES = (400, 401, 413, 429, 500)
+_BATCH_ERROR_STATUSES = (400, 401, 413, 500)
 
 
 class _BodyParser(FlaskParser):
@@ -126,7 +126,12 @@ def _authenticate() -> None:
             )
         principal = None
     g.amazon_principal = principal
-    g.amazon_principal_key = principal_key(state.plugin_manager, principal)
+    # Asked only when budgets are on: a host's key hook cannot fail imports otherwise.
+    g.amazon_principal_key = (
+        principal_key(state.plugin_manager, principal)
+        if state.lookup.budgets is not None
+        else None
+    )
 
 
 def _refuse_large_body() -> None:

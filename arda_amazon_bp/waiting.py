@@ -13,8 +13,8 @@ The default limit is **half the server's threads per process** (at least 1) when
 server is known, else :data:`FALLBACK_LIMIT`. The thread count is read from the running
 server itself, once per process, at the first import that needs to wait:
 
-* gunicorn: the worker object running this process (found on the main thread's stack,
-  the frame that runs ``Worker.run``) and its merged settings ``worker.cfg.threads``, so
+* gunicorn: the worker object running this process (``self`` of the frame running
+  ``Worker.run`` on the main thread) and its merged settings ``worker.cfg.threads``, so
   the command line, ``GUNICORN_CMD_ARGS`` and config files all count; the ``sync``
   worker has one thread; other worker classes (gevent, eventlet) are not counted;
 * uWSGI: ``uwsgi.opt["threads"]``.
@@ -66,15 +66,22 @@ def _gunicorn_threads() -> int | None:
     return None
 
 
+#: Methods a gunicorn worker's main thread runs for the life of the process.
+_WORKER_METHODS = frozenset({"run", "init_process"})
+
+
 def _find_on_stacks(cls: type) -> Any:
-    """An instance of ``cls`` that is ``self`` in a frame of some thread, or ``None``."""
-    for frame in sys._current_frames().values():
-        current: Any = frame
-        while current is not None:
-            candidate = current.f_locals.get("self")
+    """An instance of ``cls`` that is ``self`` in a worker method on the main thread's
+    stack (where gunicorn runs ``Worker.init_process()`` and ``Worker.run()``)."""
+    frame: Any = sys._current_frames().get(threading.main_thread().ident or -1)
+    while frame is not None:
+        code = frame.f_code
+        # Only frames of a method named like the worker's: their locals are read.
+        if code.co_name in _WORKER_METHODS and code.co_varnames[:1] == ("self",):
+            candidate = frame.f_locals.get("self")
             if isinstance(candidate, cls):
                 return candidate
-            current = current.f_back
+        frame = frame.f_back
     return None
 
 

@@ -153,7 +153,7 @@ def test_every_falsy_principal_is_401(make_app, amazon, principal):
 
 
 def test_a_truthy_principal_passes_and_is_kept_for_the_view(make_app, amazon):
-    app = make_app(auth=False)
+    app = make_app(auth=False, AMAZON_PRINCIPAL_LIMITS="10/day")
     app.extensions["test_extension"].plugin_manager.register(Answers({"id": "u-7"}))
     amazon.add(make_item("B0TESTAAA1"))
     with app.test_client() as client:
