@@ -171,8 +171,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     def _begin() -> None:
         g.amazon_request_id = new_request_id(request.headers.get("X-Request-ID"))
         g.amazon_log_token = bind_request_id(g.amazon_request_id)
+        _refuse_large_body()  # first: an auth hook that reads the body is capped too
         _authenticate()
-        _refuse_large_body()
 
     @blp.after_request
     def _end(response: Any) -> Any:

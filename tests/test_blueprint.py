@@ -252,6 +252,13 @@ def test_a_1mb_body_without_a_host_limit_is_413_before_parsing(make_app, monkeyp
     assert parsed == [1]
 
 
+def test_the_body_cap_holds_before_an_auth_hook_could_read_the_body(app):
+    response = app.test_client().post(
+        "/api/amazon/import", data=b"x" * 100_000, content_type="application/json"
+    )
+    assert_envelope(response, 413, "INVALID_REQUEST")
+
+
 def test_the_lower_of_the_two_body_limits_wins(make_app):
     app = make_app(MAX_CONTENT_LENGTH=10_000_000, AMAZON_MAX_BODY_BYTES=1000)
     response = post_import(
