@@ -128,9 +128,7 @@ def _authenticate() -> None:
     g.amazon_principal = principal
     # Asked only when budgets are on: a host's key hook cannot fail imports otherwise.
     g.amazon_principal_key = (
-        principal_key(state.plugin_manager, principal)
-        if state.lookup.budgets is not None
-        else None
+        principal_key(state.plugin_manager, principal) if state.lookup.budgets is not None else None
     )
 
 
