@@ -113,8 +113,8 @@ class AmazonImport:
         self, app: Flask, api: Api | None = None, *, metrics_registry: Any = None
     ) -> AmazonImport:
         """Apply config defaults, build the state, register the blueprint and CLI."""
-        config.apply_defaults(app.config)
         try:
+            config.apply_defaults(app.config)
             settings = Settings.from_config(app.config)
             backend = backend_from_plugins(
                 self.plugin_manager, settings.credentials_backend, app.config
