@@ -14,6 +14,8 @@ handlers run before the app's). See docs/api.md, "Errors the host answers".
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import json
 import logging
@@ -28,6 +30,7 @@ from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import products
+from .budgets import principal_key
 from .errors import AmazonImportError, ErrorCode
 from .logs import bind_request_id, new_request_id, unbind_request_id
 from .schemas import (
@@ -51,9 +54,9 @@ RATE_LIMIT_HEADER_MAX_AGE = 1.0
 _ERROR_DOCS: dict[int, str] = {
     400: "INVALID_REQUEST: body not JSON, not an object, bad or unknown fields",
     401: "AUTHENTICATION_REQUIRED (WWW-Authenticate is set)",
-    413: "INVALID_REQUEST: body larger than MAX_CONTENT_LENGTH",
+    413: "INVALID_REQUEST: body larger than AMAZON_MAX_BODY_BYTES or MAX_CONTENT_LENGTH",
     422: "UNRECOGNIZED_AMAZON_URL, UNSUPPORTED_SHORT_LINK or UNSUPPORTED_AMAZON_LOCALE",
-    429: "AMAZON_RATE_LIMITED: quota exhausted (Retry-After is set)",
+    429: "AMAZON_RATE_LIMITED: quota, user budget or waiting cap (Retry-After is set)",
     500: "INTERNAL_ERROR (details.requestId names the log lines)",
     502: "AMAZON_UPSTREAM_UNAVAILABLE (details.reason says why)",
 }
@@ -186,8 +189,10 @@ def _rate_limit_headers() -> dict[str, str]:
 def _error_response(error: AmazonImportError) -> ResponseReturnValue:
     # Every error answer is one import: a single import, or a batch refused as a whole.
     _state().metrics.import_failed(error.code.value)
-    body = error.to_dict()
-    body["error"]["details"].setdefault("requestId", _request_id())
+    # A copy: one error object answers every waiter of a coalesced call, and a request's
+    # id must never end up in another request's answer.
+    body = copy.deepcopy(error.to_dict())
+    body["error"]["details"]["requestId"] = _request_id()
     headers = dict(error.headers)
     if error.code is ErrorCode.AUTHENTICATION_REQUIRED:
         headers.setdefault("WWW-Authenticate", "Bearer")
@@ -206,17 +211,37 @@ def _request_id() -> str:
 def _authenticate() -> None:
     state = _state()
     principal = state.plugin_manager.hook.arda_amazon_authenticate(request=request)
-    if principal is None and not state.settings.auth_disabled:
-        raise AmazonImportError(
-            ErrorCode.AUTHENTICATION_REQUIRED, "Sign in to import products from Amazon."
-        )
+    # Fail closed: False, "", 0 or {} from a hook is a refusal, never a principal.
+    if not principal:
+        if not state.settings.auth_disabled:
+            raise AmazonImportError(
+                ErrorCode.AUTHENTICATION_REQUIRED, "Sign in to import products from Amazon."
+            )
+        principal = None
     g.amazon_principal = principal
+    # Asked only when budgets are on: a host's key hook cannot fail imports otherwise.
+    g.amazon_principal_key = (
+        principal_key(state.plugin_manager, principal) if state.lookup.budgets is not None else None
+    )
+
+
+def _refuse_large_body() -> None:
+    """413 before parsing for a body over ``AMAZON_MAX_BODY_BYTES`` (or the host's
+    ``MAX_CONTENT_LENGTH`` when lower), even when the host sets no limit at all."""
+    limit = _state().settings.max_body_bytes
+    host = request.max_content_length
+    if host is not None:
+        limit = min(limit, host)
+    with contextlib.suppress(AttributeError):  # Flask < 3.1: no per-request limit
+        request.max_content_length = limit  # werkzeug then caps chunked bodies too
+    if request.content_length is not None and request.content_length > limit:
+        _invalid_request(413, None)  # ours: a werkzeug 413 would go to the host's handler
 
 
 def _import_one(url: str) -> tuple[dict[str, Any], int]:
     state = _state()
     ref = state.links.parse(url)
-    product = state.lookup.lookup(ref)
+    product = state.lookup.lookup(ref, principal_key=g.get("amazon_principal_key"))
     status = products.product_status(product)
     state.metrics.import_succeeded(status)
     return product, status
@@ -260,6 +285,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
             return
         g.amazon_request_id = new_request_id(request.headers.get("X-Request-ID"))
         g.amazon_log_token = bind_request_id(g.amazon_request_id)
+        _refuse_large_body()  # first: an auth hook that reads the body is capped too
         _authenticate()
 
     @blp.after_request
@@ -337,7 +363,9 @@ def make_blueprint(url_prefix: str) -> Blueprint:
             except AmazonImportError as exc:
                 parsed.append(exc)
         refs = [p for p in parsed if not isinstance(p, AmazonImportError)]
-        looked_up = iter(state.lookup.lookup_many(refs))
+        looked_up = iter(
+            state.lookup.lookup_many(refs, principal_key=g.get("amazon_principal_key"))
+        )
         results = []
         for url, item in zip(urls, parsed, strict=True):
             outcome = item if isinstance(item, AmazonImportError) else next(looked_up)

@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "AMAZON_RATE_MARGIN_SECONDS": 0.15,
     "AMAZON_RATE_LIMIT_STORAGE_URI": "memory://",
     "AMAZON_MAX_WAIT_SECONDS": 3,
+    "AMAZON_MAX_WAITING": None,  # None -> half the server's threads when known, else 8
+    "AMAZON_PRINCIPAL_LIMITS": None,  # None -> no per-user budget
     "AMAZON_CACHE_TTL_SECONDS": 3600,
     "AMAZON_CACHE_STORAGE_URI": "memory://",
     "AMAZON_CACHE_MAX_ENTRIES": 100_000,
@@ -38,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "AMAZON_IMPORT_AUTH_DISABLED": False,
     "AMAZON_IMPORT_URL_PREFIX": "/api/amazon",
     "AMAZON_BATCH_MAX_URLS": 50,
+    "AMAZON_MAX_BODY_BYTES": 65_536,
     "AMAZON_MAX_ITEMS_PER_CALL": 10,  # ASINs per getItems call; 1 = the naive baseline
     "AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS": 600,
     "AMAZON_SMOKE_ASIN": None,  # None -> cli.DEFAULT_SMOKE_ASIN
@@ -50,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
 
 #: Values of ``AMAZON_SHORT_LINKS``.
 SHORT_LINK_MODES = ("refuse", "resolve")
+
+#: Keys honoured only from the app's own config: the environment alone must not switch
+#: authentication off for a whole deployment (docs/security.md).
+APP_CONFIG_ONLY: frozenset[str] = frozenset({"AMAZON_IMPORT_AUTH_DISABLED"})
 
 #: Amazon's terms limit how long product data may be kept.
 MAX_CACHE_TTL_SECONDS = 86_400
@@ -68,20 +75,52 @@ def _from_env(key: str) -> Any:
 
 
 def apply_defaults(config: MutableMapping[str, Any]) -> None:
-    """Fill every unset key from the environment, else from :data:`DEFAULTS`."""
+    """Fill every unset key from the environment, else from :data:`DEFAULTS`.
+
+    Raises :class:`ConfigError` when a key of :data:`APP_CONFIG_ONLY` is switched on in
+    the environment but not in ``config``.
+    """
+    refuse_env_only(config)
     for key, default in DEFAULTS.items():
         if key in config:
             continue
-        config[key] = _from_env(key) if key in os.environ else default
+        config[key] = _from_env(key) if _env_counts(key) else default
 
 
 def read(config: Mapping[str, Any], key: str) -> Any:
     """A key's value: app config, else environment, else default (for keys set later)."""
     if key in config:
         return config[key]
-    if key in os.environ:
+    if _env_counts(key):
         return _from_env(key)
     return DEFAULTS.get(key)
+
+
+def _env_counts(key: str) -> bool:
+    return key in os.environ and key not in APP_CONFIG_ONLY
+
+
+def refuse_env_only(config: Mapping[str, Any]) -> None:
+    """:class:`ConfigError` for an :data:`APP_CONFIG_ONLY` key set only in the environment.
+
+    A false value there asks for the default and is ignored; anything else would switch
+    a safety off for every app the environment reaches, so it stops the app instead of
+    being ignored silently.
+    """
+    for key in sorted(APP_CONFIG_ONLY):
+        if key in config or key not in os.environ:
+            continue
+        try:
+            wanted = _flag(key, _from_env(key))
+        except ConfigError:
+            wanted = True
+        if wanted:
+            raise ConfigError(
+                f"{key} is set in the environment only; it is honoured only from the app's "
+                f"own config (app.config[{key!r}] = True), so that an environment variable "
+                "alone cannot switch authentication off for a whole deployment. Remove the "
+                "variable, or set the key in the app's code for a demo."
+            )
 
 
 def _number(key: str, value: Any, *, minimum: float = 0) -> float:
@@ -115,6 +154,25 @@ def _items_per_call(value: Any) -> int:
     if number != int(number) or number > 10:
         raise ConfigError(f"{key} must be a whole number from 1 to 10 (Amazon's ceiling)")
     return int(number)
+
+
+def _whole(key: str, value: Any, *, minimum: int = 1) -> int:
+    number = _number(key, value, minimum=minimum)
+    if number != int(number):
+        raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _optional_whole(key: str, value: Any) -> int | None:
+    return None if value is None or value == "" else _whole(key, value)
+
+
+def _optional_text(key: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {type(value).__name__}")
+    return value.strip()
 
 
 def _flag(key: str, value: Any) -> bool:
@@ -157,6 +215,9 @@ class Settings:
     short_link_cache_ttl_seconds: float
     short_link_rate_limit: str
     short_link_base_url: str | None
+    max_waiting: int | None  # None: derived from the server's threads (waiting.py)
+    principal_limits: str | None  # None: no per-user budget
+    max_body_bytes: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -211,6 +272,11 @@ class Settings:
                 get("AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS"),
             ),
             max_items_per_call=_items_per_call(get("AMAZON_MAX_ITEMS_PER_CALL")),
+            max_waiting=_optional_whole("AMAZON_MAX_WAITING", get("AMAZON_MAX_WAITING")),
+            principal_limits=_optional_text(
+                "AMAZON_PRINCIPAL_LIMITS", get("AMAZON_PRINCIPAL_LIMITS")
+            ),
+            max_body_bytes=_whole("AMAZON_MAX_BODY_BYTES", get("AMAZON_MAX_BODY_BYTES")),
             **_short_link_settings(get),
         )
 

@@ -143,9 +143,9 @@ class AmazonImport:
         self, app: Flask, api: Api | None = None, *, metrics_registry: Any = None
     ) -> AmazonImport:
         """Apply config defaults, build the state, register the blueprint and CLI."""
-        config.apply_defaults(app.config)
         plugins = AppPlugins(self.plugin_manager, self._scopes, app)
         try:
+            config.apply_defaults(app.config)
             settings = Settings.from_config(app.config)
             with app_context(app):
                 backend = backend_from_plugins(plugins, settings.credentials_backend, app.config)

@@ -90,6 +90,10 @@ class GetItemsResult:
     items: dict[str, Mapping[str, Any]]
     errors: dict[str, ItemError]
     credentials: Credentials  # the set used; its partner tag belongs in the links
+    #: ASINs of ``errors`` that Amazon named in an error entry; the others got a fallback
+    #: (Amazon said nothing about them, e.g. a call refused over another ASIN): only
+    #: named ones may be cached as "not accessible".
+    named: frozenset[str] = frozenset()
 
 
 class Unauthorized(Exception):
@@ -236,13 +240,13 @@ def _items_result(
             logger.warning("amazon getItems returned unrequested ASIN %r; ignored", asin[:16])
             continue
         items.setdefault(asin, raw)
-    errors = _item_errors(call, entries or [], asins, items)
-    return GetItemsResult(items=items, errors=errors, credentials=credentials)
+    errors, named = _item_errors(call, entries or [], asins, items)
+    return GetItemsResult(items=items, errors=errors, credentials=credentials, named=named)
 
 
 def _item_errors(
     call: _Call, entries: list[Any], asins: list[str], items: Mapping[str, Any]
-) -> dict[str, ItemError]:
+) -> tuple[dict[str, ItemError], frozenset[str]]:
     errors: dict[str, ItemError] = {}
     unmapped: list[str | None] = []  # codes of errors naming no requested ASIN
     for entry in entries:
@@ -260,11 +264,12 @@ def _item_errors(
             unmapped.append(code)
         elif asin not in items:
             errors.setdefault(asin, _item_error(code, asin))
+    named = frozenset(errors)
     fallback = unmapped[0] if unmapped else ITEM_NOT_RETURNED
     for asin in asins:
         if asin not in items and asin not in errors:
             errors[asin] = _item_error(fallback, asin)
-    return errors
+    return errors, named
 
 
 def _item_error(code: str | None, asin: str) -> ItemError:

@@ -34,6 +34,7 @@ from itertools import islice
 from typing import Any
 
 from . import products
+from .budgets import PrincipalBudgets
 from .cache import ProductCache
 from .config import Settings
 from .creators import CreatorsClient, GetItemsResult
@@ -49,6 +50,7 @@ from .links import ProductRef
 from .logs import bind_request_ids, current_request_id
 from .metrics import NULL_RECORDER, Recorder
 from .quota import Quota, slots_for_retries
+from .waiting import WaitingGate
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class _Waiter:
     future: Future[dict[str, Any]]
     deadline: float  # monotonic time after which it is answered 429 rather than kept waiting
     request_ids: list[str] = field(default_factory=list)
+    requeued: bool = False  # sent again once after a call refused over another ASIN
 
 
 class _Dispatcher:
@@ -255,7 +258,9 @@ class _Dispatcher:
                 result = self._lookup.client.get_items(
                     self._marketplace, asins, before_call=before_call
                 )
-                outcome = self._lookup.store(self._marketplace, asins, result)
+                again = _refused_over_others(batch, result)
+                served = [w for w in batch if w not in again]
+                outcome = self._lookup.store(self._marketplace, [w.asin for w in served], result)
         except AmazonImportError as exc:
             if exc.code is ErrorCode.AMAZON_RATE_LIMITED and exc.details.get("source") == "amazon":
                 self._lookup.quota.penalize(
@@ -266,7 +271,28 @@ class _Dispatcher:
             logger.exception("amazon lookup failed unexpectedly for %d ASIN(s)", len(asins))
             self._finish(batch, error=exc)
         else:
-            self._finish(batch, results=outcome)
+            self._requeue(again)
+            self._finish(served, results=outcome)
+
+    def _requeue(self, waiters: list[_Waiter]) -> None:
+        """Put ``waiters`` back at the head of the queue, for one more call each."""
+        if not waiters:
+            return
+        max_wait = self._lookup.settings.max_wait_seconds
+        with self._cond:
+            for waiter in reversed(waiters):
+                # One critical section: a new request finds the ASIN in flight or pending.
+                self._in_flight.pop(waiter.asin, None)
+                waiter.requeued = True
+                waiter.deadline = max(waiter.deadline, time.monotonic() + max_wait)
+                self._pending[waiter.asin] = waiter
+                self._pending.move_to_end(waiter.asin, last=False)
+            self._cond.notify_all()
+        logger.info(
+            "amazon refused a getItems call over other ASINs; %d ASIN(s) it said nothing "
+            "about are sent again",
+            len(waiters),
+        )
 
     def _finish(
         self,
@@ -308,6 +334,14 @@ class ProductLookup:
         self.settings = settings
         self.thread_name = thread_name
         self.metrics = metrics
+        #: Requests of this process waiting for Amazon (AMAZON_MAX_WAITING).
+        self.waiting = WaitingGate(settings.max_waiting)
+        #: Per-user budgets (AMAZON_PRINCIPAL_LIMITS), in the quota's storage.
+        self.budgets = (
+            PrincipalBudgets(settings.principal_limits, quota)
+            if settings.principal_limits
+            else None
+        )
         self.client = client
         self.quota = quota
         self.cache = cache
@@ -319,15 +353,21 @@ class ProductLookup:
 
     # -- public -------------------------------------------------------------------
 
-    def lookup(self, ref: ProductRef) -> dict[str, Any]:
+    def lookup(self, ref: ProductRef, *, principal_key: str | None = None) -> dict[str, Any]:
         """One product record, or raise :class:`AmazonImportError`."""
-        result = self.lookup_many([ref])[0]
+        result = self.lookup_many([ref], principal_key=principal_key)[0]
         if isinstance(result, AmazonImportError):
             raise result
         return result
 
-    def lookup_many(self, refs: Sequence[ProductRef]) -> list[dict[str, Any] | AmazonImportError]:
-        """A record or an error per reference, in input order; duplicates looked up once."""
+    def lookup_many(
+        self, refs: Sequence[ProductRef], *, principal_key: str | None = None
+    ) -> list[dict[str, Any] | AmazonImportError]:
+        """A record or an error per reference, in input order; duplicates looked up once.
+
+        Cache misses count against ``principal_key``'s budget when budgets are configured
+        (``None``: not counted, for operator tools).
+        """
         results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         wanted: list[ProductRef] = []
         for ref in dict.fromkeys(refs):
@@ -336,7 +376,7 @@ class ProductLookup:
             else:
                 wanted.append(ref)
         if wanted:
-            results.update(self._resolve(wanted))
+            results.update(self._resolve(wanted, principal_key))
         return [results[ref] for ref in refs]
 
     def close(self) -> None:
@@ -348,7 +388,7 @@ class ProductLookup:
     # -- internals -----------------------------------------------------------------
 
     def _resolve(
-        self, refs: list[ProductRef]
+        self, refs: list[ProductRef], principal_key: str | None
     ) -> dict[ProductRef, dict[str, Any] | AmazonImportError]:
         results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         hits = self._cache_get(refs)
@@ -358,6 +398,32 @@ class ProductLookup:
         for ref in refs:
             if _cache_key(ref) in hits:
                 results[ref] = self._with_current_tag(hits[_cache_key(ref)])
+        if not misses:
+            return results
+        # Cache hits never wait. A miss holds this thread until Amazon answers, so only
+        # AMAZON_MAX_WAITING requests per process may do that at once (waiting.py); the
+        # gate comes first so that a request refused at once is not charged a budget.
+        try:
+            self.waiting.enter()
+        except AmazonImportError as exc:
+            results.update(dict.fromkeys(misses, exc))
+            return results
+        try:
+            if self.budgets is not None and principal_key is not None:
+                admitted, refusal = self.budgets.charge(principal_key, len(misses))
+                if refusal is not None:
+                    results.update(dict.fromkeys(misses[admitted:], refusal))
+                misses = misses[:admitted]
+            results.update(self._fetch(misses))
+        finally:
+            self.waiting.leave()
+        return results
+
+    def _fetch(
+        self, misses: list[ProductRef]
+    ) -> dict[ProductRef, dict[str, Any] | AmazonImportError]:
+        """Records of ``misses`` from Amazon, through the dispatchers, waiting for them."""
+        results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         by_marketplace: dict[str, list[ProductRef]] = {}
         for ref in misses:
             by_marketplace.setdefault(ref.marketplace, []).append(ref)
@@ -368,8 +434,9 @@ class ProductLookup:
             )
             futures.update({ref: submitted[ref.asin] for ref in group})
         connect, read = self.settings.http_timeout
-        # Slot wait, then up to a token call and two getItems attempts (401 retry).
-        bound = self.settings.max_wait_seconds * 2 + 3 * (connect + read) + 1
+        # Slot wait, then up to a token call and two getItems attempts (401 retry); all of
+        # it once more for an ASIN sent again after a call refused over another ASIN.
+        bound = 2 * (self.settings.max_wait_seconds * 2 + 3 * (connect + read)) + 1
         deadline = time.monotonic() + bound
         for ref, future in futures.items():
             try:
@@ -458,7 +525,13 @@ class ProductLookup:
                     retrieved_at=retrieved_at,
                     notice=notice,
                 )
-                ttl = min(self.settings.negative_cache_ttl_seconds, self.settings.cache_ttl_seconds)
+                # Only Amazon's own verdict on this ASIN is cached: an ASIN it said nothing
+                # about (a call refused over another ASIN) is asked again next time.
+                ttl = (
+                    min(self.settings.negative_cache_ttl_seconds, self.settings.cache_ttl_seconds)
+                    if asin in result.named
+                    else 0
+                )
             records[asin] = record
             if ttl > 0:
                 try:
@@ -466,6 +539,15 @@ class ProductLookup:
                 except Exception:
                     logger.warning("amazon product cache write failed", exc_info=True)
         return records
+
+
+def _refused_over_others(batch: Sequence[_Waiter], result: GetItemsResult) -> list[_Waiter]:
+    """Waiters of a call Amazon refused over *other* ASINs: no item came back, some ASINs
+    were named in errors, and these were not (e.g. a 400 naming one invalid ASIN). One
+    user's bad ASIN must not cost another user's product, so each goes out once more."""
+    if result.items or not result.named:
+        return []
+    return [w for w in batch if w.asin not in result.named and not w.requeued]
 
 
 def _cache_key(ref: ProductRef) -> str:

@@ -22,6 +22,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "arda_amazon_bp.backends.file",
     "arda_amazon_bp.backends.onepassword",
     "arda_amazon_bp.backends.config",
+    "arda_amazon_bp.budgets",  # the default arda_amazon_principal_key
 )
 
 

@@ -252,20 +252,22 @@ class _Line:
         self.head_busy: _Busy | None = None  # what the head is sleeping for, if anything
 
 
-def _parse_windows(notation: str, margin: float) -> tuple[_Window, ...]:
+def _parse_windows(
+    notation: str, margin: float, key: str = "AMAZON_RATE_LIMITS"
+) -> tuple[_Window, ...]:
     try:
         items = parse_many(notation)
     except ValueError as exc:
-        raise ConfigError(f"AMAZON_RATE_LIMITS: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
     windows = []
     for parsed in items:
         if parsed.amount < 1:
-            raise ConfigError(f"AMAZON_RATE_LIMITS: {parsed} allows no call at all")
+            raise ConfigError(f"{key}: {parsed} allows no call at all")
         item = type(parsed)(parsed.amount, parsed.multiples, namespace=NAMESPACE)
         seconds = item.get_expiry()
         windows.append(_Window(item, seconds + (margin if seconds < _MARGIN_BELOW_SECONDS else 0)))
     if not windows:
-        raise ConfigError("AMAZON_RATE_LIMITS: no limit given")
+        raise ConfigError(f"{key}: no limit given")
     return tuple(sorted(windows, key=lambda w: w.expiry))
 
 
@@ -548,6 +550,19 @@ class Quota:
         with self._cond:
             line = self._lines.get(key)
             return len(line.waiters) if line is not None else 0
+
+    def take(self, windows: tuple[_Window, ...], key: str, amount: int) -> _Window | None:
+        """Count ``amount`` in every one of ``windows`` of ``key`` if all have room (else
+        the window that refused), in this quota's storage.
+
+        For other budgets kept beside the quota (``budgets.py``): same storage, same
+        atomic multi-window step on Redis, same per-process fallback during an outage.
+        """
+        return self._run(lambda store: store.hit(windows, key, amount))
+
+    def usage(self, window: _Window, key: str) -> tuple[float, int]:
+        """(start of the oldest entry, entries) of ``window`` for ``key``; see :meth:`take`."""
+        return self._run(lambda store: store.window(window, key))
 
     @property
     def degraded(self) -> bool:

@@ -653,7 +653,12 @@ class Options:
 
 def coalesced_config(options: Options) -> dict[str, Any]:
     """Our limiter matched to the sandbox's rate; margin and everything else default."""
-    config: dict[str, Any] = {"AMAZON_RATE_LIMITS": f"{options.rate}/second;100000/day"}
+    config: dict[str, Any] = {
+        "AMAZON_RATE_LIMITS": f"{options.rate}/second;100000/day",
+        # Every client may wait: the benchmark measures coalescing, not the waiting cap
+        # (which by default refuses beyond half of each worker's threads).
+        "AMAZON_MAX_WAITING": options.clients,
+    }
     if options.max_wait is not None:
         config["AMAZON_MAX_WAIT_SECONDS"] = options.max_wait
     return config

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import importlib.util
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -21,20 +22,26 @@ from arda_amazon_bp import AmazonImport, hookimpl
 #: The bearer token the demo BFF accepts (a real BFF checks its own session or JWT).
 DEMO_TOKEN_ENV = "EXAMPLE_BFF_TOKEN"
 DEFAULT_DEMO_TOKEN = "demo-token"
+#: More demo users, as a JSON object ``{"<token>": "<user id>"}`` (per-user budget demos).
+DEMO_USERS_ENV = "EXAMPLE_BFF_USERS"
 
 
 class DemoAuth:
-    """Accepts ``Authorization: Bearer <EXAMPLE_BFF_TOKEN>``; stands in for the BFF's auth."""
+    """Accepts ``Authorization: Bearer <EXAMPLE_BFF_TOKEN>`` (user ``demo``) and the tokens
+    of ``EXAMPLE_BFF_USERS``; stands in for the BFF's auth."""
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    def __init__(self, token: str, users: Mapping[str, str] | None = None) -> None:
+        self._users = {token: "demo", **(users or {})}
 
     @hookimpl
     def arda_amazon_authenticate(self, request: Request) -> dict[str, str] | None:
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip(), self._token):
-            return {"user": "demo"}
+        if scheme.lower() != "bearer":
+            return None
+        for token, user in self._users.items():
+            if hmac.compare_digest(presented.strip(), token):
+                return {"id": user}  # "id": the per-user budget's key (docs/plugins.md)
         return None
 
 
@@ -83,8 +90,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     api = Api(app)  # the host's own Api: our route joins its OpenAPI document
 
     amazon = AmazonImport(app, api)
+    users = json.loads(os.environ.get(DEMO_USERS_ENV) or "{}")
     amazon.plugin_manager.register(
-        DemoAuth(os.environ.get(DEMO_TOKEN_ENV, DEFAULT_DEMO_TOKEN)), name="example-bff-auth"
+        DemoAuth(os.environ.get(DEMO_TOKEN_ENV, DEFAULT_DEMO_TOKEN), users),
+        name="example-bff-auth",
     )
 
     @app.get("/healthz")

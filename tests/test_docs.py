@@ -75,7 +75,8 @@ RUNBOOK_MD = DOCS / "runbook.md"
 PLUGINS_MD = DOCS / "plugins.md"
 TESTING_MD = DOCS / "testing-your-integration.md"
 METRICS_MD = DOCS / "metrics.md"
-DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD, TESTING_MD, METRICS_MD)
+SECURITY_MD = DOCS / "security.md"
+DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD, TESTING_MD, METRICS_MD, SECURITY_MD)
 README = ROOT / "README.md"
 PLUGIN_EXAMPLE = ROOT / "examples" / "plugin_example"
 
@@ -488,6 +489,60 @@ def test_drift_an_unrun_console_command_or_undocumented_option_is_reported() -> 
         "option --partition of `arda-amazon check-vaults` is not documented in runbook.md",
         "option --marketplace of `arda-amazon check-vaults` is not documented in runbook.md",
         "option --json of `arda-amazon check-vaults` is not documented in runbook.md",
+    ]
+
+
+_TEST_REFERENCE = re.compile(r"`(tests/test_\w+\.py)::(test_\w+)(?:\[[^\]`]*\])?`")
+
+
+def named_tests(markdown: str) -> list[tuple[str, str]]:
+    """Every ``tests/<file>.py::<test>`` a page names (parametrize ids dropped)."""
+    return _TEST_REFERENCE.findall(markdown)
+
+
+def missing_tests(references: Iterable[tuple[str, str]], root: Path = ROOT) -> list[str]:
+    """References to a test file or a top-level test function that does not exist."""
+    import ast
+
+    defined: dict[str, set[str]] = {}
+    problems = []
+    for path, name in references:
+        if path not in defined:
+            source = root / path
+            tree = ast.parse(source.read_text(encoding="utf-8")) if source.exists() else None
+            defined[path] = {
+                node.name
+                for node in (tree.body if tree is not None else [])
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            }
+        if name not in defined[path]:
+            problems.append(f"{path}::{name} is named in security.md but does not exist")
+    return problems
+
+
+def test_every_test_named_in_security_md_exists() -> None:
+    references = named_tests(SECURITY_MD.read_text(encoding="utf-8"))
+    assert len(references) >= 40
+    # Each actor of the threat model has its controls, each with a test.
+    text = SECURITY_MD.read_text(encoding="utf-8")
+    for actor in ("Anonymous caller", "Signed-in user", "Operator", "Amazon", "1Password"):
+        assert f"### {actor}" in text, actor
+    for suite in ("test_ssrf.py", "test_secrets.py", "test_hostile_input.py"):
+        assert any(path == f"tests/{suite}" for path, _ in references), suite
+    assert missing_tests(references) == []
+
+
+def test_drift_a_test_named_in_security_md_that_is_gone_is_reported() -> None:
+    references = named_tests(
+        "`tests/test_blueprint.py::test_every_falsy_principal_is_401[False]` and "
+        "`tests/test_blueprint.py::test_a_control_nobody_wrote` and "
+        "`tests/test_nowhere.py::test_x`"
+    )
+    assert references[0] == ("tests/test_blueprint.py", "test_every_falsy_principal_is_401")
+    assert missing_tests(references) == [
+        "tests/test_blueprint.py::test_a_control_nobody_wrote is named in security.md but "
+        "does not exist",
+        "tests/test_nowhere.py::test_x is named in security.md but does not exist",
     ]
 
 

@@ -211,3 +211,29 @@ def test_every_module_that_logs_gets_request_ids():
     }
     assert "arda_amazon_bp.tokens" in logging_modules  # the scan finds what it should
     assert logging_modules <= set(extension._LOGGERS)
+
+
+def test_auth_disabled_set_only_in_the_environment_is_refused_at_init_app(
+    creators_env, monkeypatch
+):
+    monkeypatch.setenv("AMAZON_IMPORT_AUTH_DISABLED", "true")
+    app = Flask("env_only_auth_switch")
+    with pytest.raises(ConfigError) as refused:
+        AmazonImport(app)
+    message = str(refused.value)
+    assert message.startswith("arda_amazon_bp: AMAZON_IMPORT_AUTH_DISABLED")
+    assert "environment only" in message and "switch authentication off" in message
+    assert "arda_amazon_bp" not in app.extensions  # nothing was served half-configured
+
+
+def test_auth_disabled_in_app_config_is_honoured_whatever_the_environment(
+    creators_env, monkeypatch
+):
+    monkeypatch.setenv("AMAZON_IMPORT_AUTH_DISABLED", "true")
+    app = Flask("app_config_auth_switch")
+    app.config["AMAZON_IMPORT_AUTH_DISABLED"] = False
+    AmazonImport(app)
+    try:
+        assert app.extensions["arda_amazon_bp"].settings.auth_disabled is False
+    finally:
+        app.extensions["arda_amazon_bp"].close()

@@ -588,7 +588,11 @@ def test_gunicorn_workers_report_summed_counts_in_multiprocess_mode(
     multiproc_dir.mkdir()
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(multiproc_dir))  # gunicorn inherits it
     asins = [f"B0SYN{n:05d}" for n in range(101, 117)]
-    config = {"AMAZON_RATE_LIMITS": "50/second;8640/day", "AMAZON_RATE_MARGIN_SECONDS": 0}
+    config = {
+        "AMAZON_RATE_LIMITS": "50/second;8640/day",
+        "AMAZON_RATE_MARGIN_SECONDS": 0,
+        "AMAZON_MAX_WAITING": 8,  # every thread may wait: this test counts, it does not shed
+    }
     with run_stack(
         workers=2, threads=8, rate=50, storage="memory", config=config, gunicorn_args=ACCESS_LOG
     ) as stack:

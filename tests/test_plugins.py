@@ -75,6 +75,7 @@ def test_builtins_are_registered_under_their_module_names() -> None:
         "arda_amazon_bp.backends.file",
         "arda_amazon_bp.backends.onepassword",
         "arda_amazon_bp.backends.config",
+        "arda_amazon_bp.budgets",
     )
     for name in DEFAULT_PLUGINS:
         assert pm.get_plugin(name) is importlib.import_module(name)
@@ -108,8 +109,9 @@ def test_without_the_distribution_the_name_is_unknown() -> None:
 
 def test_the_unknown_name_error_lists_third_party_backends(install_dist: InstallDist) -> None:
     install_dist("ardavault", VAULT_PLUGIN)
-    available = "available: config, env, file, hashicorp-vault, onepassword"
-    with pytest.raises(ConfigError, match=available):
+    with pytest.raises(
+        ConfigError, match="available: config, env, file, hashicorp-vault, onepassword"
+    ):
         backend_from_plugins(make_plugin_manager(), "vault", {})
 
 

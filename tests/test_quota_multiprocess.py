@@ -53,6 +53,8 @@ STACK_CONFIG: dict[str, Any] = {
     "AMAZON_MAX_WAIT_SECONDS": MAX_WAIT,
     "AMAZON_HTTP_TIMEOUT": list(HTTP_TIMEOUT),
     "AMAZON_MAX_ITEMS_PER_CALL": 2,
+    # Every client may wait for a slot: these tests judge the quota, not the waiting cap.
+    "AMAZON_MAX_WAITING": 64,
 }
 
 
@@ -378,6 +380,7 @@ def test_waiting_for_slots_is_fair_first_in_first_out(
         AMAZON_RATE_LIMITS=LIMITS,
         AMAZON_RATE_MARGIN_SECONDS=MARGIN,
         AMAZON_MAX_WAIT_SECONDS=MAX_WAIT,
+        AMAZON_MAX_WAITING=64,
         AMAZON_MAX_ITEMS_PER_CALL=1,  # every ASIN needs a slot of its own
         AMAZON_HTTP_TIMEOUT=list(HTTP_TIMEOUT),
     )

@@ -16,8 +16,20 @@ multi-process quota tests, the benchmarks, the fault tests and a host's own test
   ``client_id``, ``client_secret`` and ``scope: creatorsapi::default``.
 * ``POST /catalog/v1/getItems`` — ``Authorization: Bearer <token>, Version <version>`` for
   2.x tokens, ``Authorization: Bearer <token>`` for 3.x tokens (a matching
-  ``, Version 3.x`` suffix is tolerated because the official SDK sends it for every
-  family), ``x-marketplace``, and a JSON body ``{"partnerTag", "itemIds", "resources"}``.
+  ``, Version 3.x`` suffix is tolerated: Amazon's answer to it is not documented),
+  ``x-marketplace``, and a JSON body ``{"partnerTag", "itemIds", "resources"}``.
+
+Checked against the official SDK: tests/test_sandbox_sdk.py drives the sandbox with
+``amazon-creatorsapi-python-sdk`` 1.2.0, unpatched. What its source shows and the sandbox
+follows: ``auth/oauth2_token_manager.py`` (``refresh_token``) posts a form body to
+Cognito and a JSON body to Login with Amazon, both with ``grant_type``, ``client_id``,
+``client_secret`` and ``scope`` (``auth/oauth2_config.py``: ``creatorsapi/default`` and
+``creatorsapi::default``), and reads ``access_token`` and ``expires_in``;
+``api_client.py`` (``call_api``) sends ``Bearer <token>, Version <version>`` for 2.x and
+``Bearer <token>`` for 3.x; ``api/default_api.py`` posts to ``/catalog/v1/getItems`` with
+``x-marketplace`` and ``Content-Type: application/json``; the response members are the
+camelCase aliases of ``models/`` (``itemsResult``, ``detailPageURL``, ``offersV2``,
+``displayAmount``, …), which the test compares member by member for every catalog item.
 
 Error bodies
 ------------
@@ -34,7 +46,10 @@ generated models (``ValidationExceptionResponseContent``,
 ``reason`` takes the SDK's enum values (``ValidationExceptionReason``: CannotParse,
 FieldValidationFailed, InvalidAssociate, InvalidPartnerTag, …;
 ``UnauthorizedExceptionReason``: TokenExpired, InvalidToken, MissingCredential, …;
-``AccessDeniedReason``: AssociateNotEligible, …). The SDK only calls ``type`` "the
+``AccessDeniedReason``: AssociateNotEligible, …); those three models require ``reason``,
+so an error without one (an injected ``status`` fault, say) says ``Other``, and an
+injected 404 carries the ``resourceId``/``resourceType`` its model requires. The SDK
+only calls ``type`` "the
 exception type identifier"; the sandbox uses the model name without
 ``ResponseContent``. Per-item failures inside a 200 are ``errors: [{"code",
 "message"}]`` (the SDK's ``ErrorData``); when no requested item is accessible the body
@@ -184,6 +199,9 @@ EXCEPTION_TYPES = {
     429: "ThrottleException",
     500: "InternalServerException",
 }
+# Statuses whose SDK model (Validation/Unauthorized/AccessDenied…ResponseContent) has a
+# required ``reason``.
+REASON_REQUIRED = frozenset({400, 401, 403})
 THROTTLE_MESSAGE = (
     "The request was denied due to request throttling. Please verify the number of "
     "requests made per second to the Amazon Creators API."
@@ -833,7 +851,15 @@ def exception_type(status: int) -> str:
 def amazon_error_body(
     status: int, message: str, reason: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """An error body in the SDK's ``*ExceptionResponseContent`` shape."""
+    """An error body in the SDK's ``*ExceptionResponseContent`` shape.
+
+    The SDK's 400, 401 and 403 models require ``reason`` (its pydantic models refuse the
+    body otherwise, and the caller gets an ``ApiException`` whose ``.data`` is None), so
+    a missing one becomes ``Other``, a value all three reason enums have; the 404 model
+    requires ``resourceId`` and ``resourceType``, which callers pass.
+    """
+    if reason is None and status in REASON_REQUIRED:
+        reason = "Other"
     body: dict[str, Any] = {
         "type": exception_type(status),
         "message": message,
@@ -1163,11 +1189,14 @@ def _apply_fault(
         status = int(params["status"])
         if endpoint == TOKEN:
             return oauth_error(status, params.get("error", "server_error"), "Injected fault")
+        # The SDK's 404 model requires resourceId and resourceType.
+        missing = {"resourceId": request.path, "resourceType": "Operation"} if status == 404 else {}
         return amazon_error(
             status,
             params.get("message", f"Injected {status} from the sandbox"),
             params.get("reason"),
             headers=retry,
+            **missing,
         )
     if name == "429":
         if endpoint == TOKEN:
