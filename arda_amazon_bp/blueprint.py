@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import products
 from .errors import AmazonImportError, ErrorCode
+from .fast_hits import serve_from_front_cache
 from .links import parse_product_link
 from .logs import bind_request_id, new_request_id, unbind_request_id
 from .schemas import (
@@ -210,6 +211,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
         return decorate
 
     @blp.route("/import", methods=["POST"])
+    @serve_from_front_cache(_rate_limit_headers)  # repeat links skip everything below
     @documents_errors(tuple(_ERROR_DOCS))
     @blp.arguments(AmazonImportRequestSchema(), error_status_code=400)
     @blp.response(200, AmazonImportProductSchema(), description="Every core field present")

@@ -19,6 +19,7 @@ from .cache import NullCache, ProductCache, cache_from_uri
 from .config import ConfigError, Settings
 from .creators import CreatorsClient
 from .credentials import CredentialProvider, backend_from_plugins
+from .front_cache import FrontCache
 from .lookup import ProductLookup
 from .plugins import make_plugin_manager
 from .quota import Quota
@@ -52,6 +53,8 @@ class AmazonImportState:
     quota: Quota
     cache: ProductCache
     lookup: ProductLookup
+    #: Repeat imports answered from memory for a few seconds (fast_hits.py).
+    front_cache: FrontCache[Any] = field(default_factory=lambda: FrontCache(0, 1))
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -142,6 +145,9 @@ class AmazonImport:
             quota=quota,
             cache=cache,
             lookup=lookup,
+            front_cache=FrontCache(
+                settings.front_cache_ttl_seconds, settings.front_cache_max_entries
+            ),
         )
         app.extensions[EXTENSION_NAME] = state
 

@@ -1,0 +1,154 @@
+"""Repeat imports answered from the front cache, before webargs and flask-smorest run.
+
+A cached import used to pay, on every request, for webargs' parsing, a marshmallow load, a
+Redis round trip and decode, a marshmallow dump and JSON encoding (docs/performance.md,
+"Cache hits"). Here a successful answer of the full route is kept as its JSON bytes in the
+per-process :class:`~arda_amazon_bp.front_cache.FrontCache` for a few seconds, keyed by the
+link as the request schema would load it. A repeat of that link within the TTL is answered
+with those bytes, the current ``RateLimit-*`` headers, and nothing else.
+
+What the shortcut serves is exactly what the full route served a moment before: same
+bytes, same status, same content type; the before/after-request hooks (request id,
+authentication) run as for any request. Every other request, including every malformed
+one, takes the full route unchanged: :func:`simple_url` accepts only bodies the request
+schema certainly accepts, so every ``INVALID_REQUEST`` still comes from webargs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from flask import Request, Response, current_app, request
+
+from .credentials import CredentialsError
+from .front_cache import FrontCache
+from .schemas import MAX_URL_LENGTH
+
+#: Bodies longer than this take the full route; a link body is far shorter.
+MAX_FAST_BODY_BYTES = 4096
+
+JSON_MIMETYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A full-route answer as sent: body bytes, status, content type, and the partner tag
+    that was current when it was made (a rotated tag makes the entry unusable)."""
+
+    body: bytes
+    status: int
+    content_type: str
+    partner_tag: str
+
+
+def simple_url(req: Request) -> str | None:
+    """The link of a body that ``AmazonImportRequestSchema`` certainly accepts, trimmed as
+    the schema trims it; ``None`` for anything else (the full route then answers).
+
+    Accepted: ``Content-Type: application/json`` with a ``Content-Length`` of at most
+    :data:`MAX_FAST_BODY_BYTES` (and within ``MAX_CONTENT_LENGTH``), a body of UTF-8 JSON
+    (decoded as webargs decodes it) that is an object with exactly the key ``url``, whose
+    value is a string of 1 to ``MAX_URL_LENGTH`` characters after trimming.
+    """
+    if req.mimetype != JSON_MIMETYPE:
+        return None
+    length = req.content_length
+    limit = req.max_content_length
+    if length is None or not 0 < length <= MAX_FAST_BODY_BYTES:
+        return None
+    if limit is not None and length > limit:
+        return None
+    data = req.get_data(cache=True)
+    if len(data) != length:
+        return None
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if type(doc) is not dict or len(doc) != 1:
+        return None
+    url = doc.get("url")
+    if type(url) is not str:
+        return None
+    url = url.strip()
+    if not 0 < len(url) <= MAX_URL_LENGTH:
+        return None
+    return url
+
+
+def _state() -> Any:
+    return current_app.extensions["arda_amazon_bp"]
+
+
+def _answer_ttl(settings: Any, status: int) -> float:
+    """How long an answer may stay in front: never longer than the product cache would
+    keep the record (a 206 may be an "unavailable" record under the negative TTL)."""
+    ttl = min(settings.front_cache_ttl_seconds, settings.cache_ttl_seconds)
+    if status != 200:
+        ttl = min(ttl, settings.negative_cache_ttl_seconds)
+    return float(ttl)
+
+
+def _partner_tag(state: Any) -> str | None:
+    """The current partner tag; read only once the view or a hit needs credentials, so a
+    miss loads them where it always did (the dispatcher thread)."""
+    try:
+        tag: str = state.credentials.get().partner_tag
+    except CredentialsError:
+        return None
+    return tag
+
+
+def _keep(
+    front: FrontCache[Any], url: str, result: Response, settings: Any, tag: str | None
+) -> None:
+    """Keep a successful full-route answer, if it provably carries the current tag."""
+    ttl = _answer_ttl(settings, result.status_code)
+    if ttl <= 0 or tag is None or result.is_streamed:
+        return
+    body = result.get_data()
+    # The tag may have rotated between the view and now: keep only an answer that names
+    # the tag it will be checked against (products.detail_page_url's query).
+    if f'?tag={quote(tag, safe="")}"'.encode() not in body:
+        return
+    front.set(url, CachedAnswer(body, result.status_code, result.content_type or "", tag), ttl)
+
+
+def serve_from_front_cache(
+    rate_limit_headers: Callable[[], dict[str, str]],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate the (already documented) single-import view: answer a repeat link from the
+    front cache, else run the view and keep its successful answer.
+
+    ``functools.wraps`` copies flask-smorest's ``_apidoc`` along with the name and
+    docstring, so the OpenAPI document is the same with or without this decorator.
+    """
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def serve(*args: Any, **kwargs: Any) -> Any:
+            state = _state()
+            front = state.front_cache
+            url = simple_url(request) if front.enabled else None
+            if url is None:
+                return view(*args, **kwargs)
+            answer: CachedAnswer | None = front.get(url)
+            if answer is not None and answer.partner_tag == _partner_tag(state):
+                response = current_app.response_class(
+                    answer.body, status=answer.status, content_type=answer.content_type
+                )
+                response.headers.extend(rate_limit_headers())
+                return response
+            result = view(*args, **kwargs)
+            if isinstance(result, Response) and result.status_code in (200, 206):
+                _keep(front, url, result, state.settings, _partner_tag(state))
+            return result
+
+        return serve
+
+    return decorate
