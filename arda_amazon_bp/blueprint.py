@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import products
 from .errors import AmazonImportError, ErrorCode
-from .fast_hits import serve_from_front_cache
+from .fast_hits import remember_record, serve_from_front_cache
 from .links import parse_product_link
 from .logs import bind_request_id, new_request_id, unbind_request_id
 from .schemas import (
@@ -220,6 +220,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
         schema=AmazonImportProductSchema,
         description="A core field (title, imageUrl, price) is null; see missingFields/notices",
     )
+    @remember_record
     def import_product(args: dict[str, Any]) -> ResponseReturnValue:
         """Import one product from a pasted Amazon link."""
         product, status = _import_one(args["url"])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from flask import Request, Response, current_app, request
+from flask import Request, Response, current_app, g, request
 
 from .credentials import CredentialsError
 from .front_cache import FrontCache
@@ -34,16 +34,19 @@ MAX_FAST_BODY_BYTES = 4096
 
 JSON_MIMETYPE = "application/json"
 
+_RECORD_KEY = "amazon_front_cache_record"
+
 
 @dataclass(frozen=True)
 class CachedAnswer:
-    """A full-route answer as sent: body bytes, status, content type, and the partner tag
-    that was current when it was made (a rotated tag makes the entry unusable)."""
+    """A full-route answer as sent: body bytes, status, content type, the partner tag that
+    was current when it was made (a rotated tag makes the entry unusable) and the record."""
 
     body: bytes
     status: int
     content_type: str
     partner_tag: str
+    record: dict[str, Any]  # the product record it was made from, for revalidation
 
 
 def simple_url(req: Request) -> str | None:
@@ -108,15 +111,45 @@ def _keep(
     front: FrontCache[Any], url: str, result: Response, settings: Any, tag: str | None
 ) -> None:
     """Keep a successful full-route answer, if it provably carries the current tag."""
+    record = g.pop(_RECORD_KEY, None)
     ttl = _answer_ttl(settings, result.status_code)
-    if ttl <= 0 or tag is None or result.is_streamed:
+    if ttl <= 0 or tag is None or result.is_streamed or not isinstance(record, dict):
         return
     body = result.get_data()
     # The tag may have rotated between the view and now: keep only an answer that names
     # the tag it will be checked against (products.detail_page_url's query).
     if f'?tag={quote(tag, safe="")}"'.encode() not in body:
         return
-    front.set(url, CachedAnswer(body, result.status_code, result.content_type or "", tag), ttl)
+    answer = CachedAnswer(body, result.status_code, result.content_type or "", tag, record)
+    front.set(url, answer, ttl)
+
+
+def _revalidated(state: Any, url: str, tag: str | None) -> CachedAnswer | None:
+    """An expired answer whose record the product cache still holds unchanged, kept for
+    another TTL: the bytes are reused, and only the product-cache read is paid again."""
+    answer: CachedAnswer | None = state.front_cache.stale(url)
+    if answer is None or answer.partner_tag != tag:
+        return None
+    record = answer.record
+    current = state.lookup.cached(record["marketplace"], [record["asin"]]).get(record["asin"])
+    if current != record:  # gone, refreshed, or tagged otherwise: the full route decides
+        return None
+    state.front_cache.set(url, answer, _answer_ttl(state.settings, answer.status))
+    return answer
+
+
+def remember_record(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Innermost on the view: note the record it returns, so that a kept answer can later
+    be revalidated against the product cache (:func:`_revalidated`)."""
+
+    @functools.wraps(view)
+    def remember(*args: Any, **kwargs: Any) -> Any:
+        result = view(*args, **kwargs)
+        if isinstance(result, tuple) and result and isinstance(result[0], dict):
+            g.setdefault(_RECORD_KEY, result[0])
+        return result
+
+    return remember
 
 
 def serve_from_front_cache(
@@ -138,12 +171,16 @@ def serve_from_front_cache(
             if url is None:
                 return view(*args, **kwargs)
             answer: CachedAnswer | None = front.get(url)
-            if answer is not None and answer.partner_tag == _partner_tag(state):
-                response = current_app.response_class(
-                    answer.body, status=answer.status, content_type=answer.content_type
-                )
-                response.headers.extend(rate_limit_headers())
-                return response
+            if answer is not None or front.stale(url) is not None:
+                tag = _partner_tag(state)
+                if answer is None or answer.partner_tag != tag:
+                    answer = _revalidated(state, url, tag)
+                if answer is not None:
+                    response = current_app.response_class(
+                        answer.body, status=answer.status, content_type=answer.content_type
+                    )
+                    response.headers.extend(rate_limit_headers())
+                    return response
             result = view(*args, **kwargs)
             if isinstance(result, Response) and result.status_code in (200, 206):
                 _keep(front, url, result, state.settings, _partner_tag(state))

@@ -59,6 +59,11 @@ class FrontCache(Generic[V]):
             return None
         return entry[1]
 
+    def stale(self, key: str) -> V | None:
+        """The value stored under ``key`` even if expired (for revalidation), else ``None``."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
     def set(self, key: str, value: V, ttl: float | None = None) -> None:
         """Keep ``value`` for ``min(ttl, self.ttl)`` seconds; a TTL <= 0 stores nothing."""
         ttl = self.ttl if ttl is None else min(ttl, self.ttl)

@@ -157,23 +157,71 @@ def test_a_repeat_link_is_answered_from_memory_with_the_same_answer(
     assert second.headers["X-Request-ID"] != first.headers["X-Request-ID"]
 
 
-def test_repeats_after_the_ttl_read_the_shared_cache_again(
-    make_app: Callable[..., Flask], amazon: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    amazon.add(make_item("B0FASTAAA1"))
-    app = make_app()
-    reads = CacheReads(app, monkeypatch)
+class FullRoutes:
+    """Counts requests that took the full route (the view asks ``lookup.lookup``)."""
+
+    def __init__(self, app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        lookup = app.extensions["arda_amazon_bp"].lookup
+        original = lookup.lookup
+
+        def counted(ref: Any) -> Any:
+            self.count += 1
+            return original(ref)
+
+        monkeypatch.setattr(lookup, "lookup", counted)
+
+
+@pytest.fixture
+def front_clock(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     clock = [100.0]
     monkeypatch.setattr(app.extensions["arda_amazon_bp"].front_cache, "_clock", lambda: clock[0])
+    return clock
+
+
+def test_after_the_ttl_an_unchanged_record_is_revalidated_and_its_bytes_reused(
+    app: Flask, amazon: Any, monkeypatch: pytest.MonkeyPatch, front_clock: list[float]
+) -> None:
+    amazon.add(make_item("B0FASTAAA1"))
+    reads, full = CacheReads(app, monkeypatch), FullRoutes(app, monkeypatch)
+    client = _client(app)
+    first = post_import(client, {"url": LINK})
+    after_miss = reads.count
+    front_clock[0] += 1.9
+    post_import(client, {"url": LINK})
+    assert reads.count == after_miss and full.count == 1
+    front_clock[0] += 0.2  # past the default 2 s
+    again = post_import(client, {"url": LINK})
+    assert again.get_data() == first.get_data() and again.status_code == 200
+    assert reads.count == after_miss + 1, "the record was not revalidated"
+    assert full.count == 1, "an unchanged record took the full route"
+    post_import(client, {"url": LINK})  # kept for another TTL
+    assert reads.count == after_miss + 1
+
+
+def test_after_the_ttl_a_changed_record_takes_the_full_route(
+    app: Flask, amazon: Any, monkeypatch: pytest.MonkeyPatch, front_clock: list[float]
+) -> None:
+    amazon.add(make_item("B0FASTAAA1"))
+    client = _client(app)
+    first = post_import(client, {"url": LINK}).get_json()
+    cache = app.extensions["arda_amazon_bp"].cache
+    cache.set("www.amazon.com:B0FASTAAA1", {**first, "title": "Renamed"}, 3600)
+    assert post_import(client, {"url": LINK}).get_json()["title"] == first["title"]  # in TTL
+    front_clock[0] += 2.1
+    assert post_import(client, {"url": LINK}).get_json()["title"] == "Renamed"
+
+
+def test_after_the_ttl_a_record_gone_from_the_shared_cache_is_fetched_again(
+    app: Flask, amazon: Any, front_clock: list[float]
+) -> None:
+    amazon.add(make_item("B0FASTAAA1"))
     client = _client(app)
     post_import(client, {"url": LINK})
-    after_miss = reads.count
-    clock[0] += 1.9
-    post_import(client, {"url": LINK})
-    assert reads.count == after_miss
-    clock[0] += 0.2  # past the default 2 s
+    app.extensions["arda_amazon_bp"].cache.clear()
+    front_clock[0] += 2.1
     assert post_import(client, {"url": LINK}).status_code == 200
-    assert reads.count == after_miss + 1
+    assert amazon.get_items_requests() == 2
 
 
 def test_a_ttl_of_zero_turns_the_shortcut_off(
