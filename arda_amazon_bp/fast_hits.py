@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +37,9 @@ MAX_FAST_BODY_BYTES = 4096
 JSON_MIMETYPE = "application/json"
 
 _RECORD_KEY = "amazon_front_cache_record"
+
+#: The clock ``retrievedAt`` is compared with (replaced in tests).
+_wall_clock = time.time
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,20 @@ def _state() -> Any:
     return current_app.extensions["arda_amazon_bp"]
 
 
-def _answer_ttl(settings: Any, status: int) -> float:
-    """How long an answer may stay in front: never longer than the product cache would
-    keep the record (a 206 may be an "unavailable" record under the negative TTL)."""
-    ttl = min(settings.front_cache_ttl_seconds, settings.cache_ttl_seconds)
+def _answer_ttl(settings: Any, status: int, record: Mapping[str, Any]) -> float:
+    """How long an answer may stay in front: at most the front-cache TTL, and never past
+    the time the product cache would drop the record (``AMAZON_CACHE_TTL_SECONDS`` after
+    ``retrievedAt``, the negative TTL for a 206 that may be an "unavailable" record), so
+    nothing is served older than Amazon's terms allow."""
+    life = settings.cache_ttl_seconds
     if status != 200:
-        ttl = min(ttl, settings.negative_cache_ttl_seconds)
-    return float(ttl)
+        life = min(life, settings.negative_cache_ttl_seconds)
+    try:
+        retrieved = datetime.strptime(str(record["retrievedAt"]), "%Y-%m-%dT%H:%M:%SZ")
+    except (KeyError, ValueError):
+        return 0.0  # no known age: do not keep it
+    age = _wall_clock() - retrieved.replace(tzinfo=timezone.utc).timestamp()
+    return float(min(settings.front_cache_ttl_seconds, life - age))
 
 
 def _partner_tag(state: Any) -> str | None:
@@ -112,8 +124,10 @@ def _keep(
 ) -> None:
     """Keep a successful full-route answer, if it provably carries the current tag."""
     record = g.pop(_RECORD_KEY, None)
-    ttl = _answer_ttl(settings, result.status_code)
-    if ttl <= 0 or tag is None or result.is_streamed or not isinstance(record, dict):
+    if tag is None or result.is_streamed or not isinstance(record, dict):
+        return
+    ttl = _answer_ttl(settings, result.status_code, record)
+    if ttl <= 0:
         return
     body = result.get_data()
     # The tag may have rotated between the view and now: keep only an answer that names
@@ -134,7 +148,10 @@ def _revalidated(state: Any, url: str, tag: str | None) -> CachedAnswer | None:
     current = state.lookup.cached(record["marketplace"], [record["asin"]]).get(record["asin"])
     if current != record:  # gone, refreshed, or tagged otherwise: the full route decides
         return None
-    state.front_cache.set(url, answer, _answer_ttl(state.settings, answer.status))
+    ttl = _answer_ttl(state.settings, answer.status, record)
+    if ttl <= 0:
+        return None
+    state.front_cache.set(url, answer, ttl)
     return answer
 
 

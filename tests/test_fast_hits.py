@@ -4,7 +4,9 @@ full route answered them; everything else goes through webargs as before."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
+from arda_amazon_bp import fast_hits
 from arda_amazon_bp.fast_hits import MAX_FAST_BODY_BYTES, simple_url
 from arda_amazon_bp.schemas import MAX_URL_LENGTH, AmazonImportRequestSchema
 
@@ -292,3 +295,24 @@ def test_the_openapi_document_is_that_of_the_wrapped_view(app: Flask) -> None:
     assert {"200", "206", "400", "401", "413", "422", "429", "500", "502"} <= set(
         operation["responses"]
     )
+
+
+def test_an_answer_never_outlives_its_record_in_the_product_cache(
+    app: Flask, amazon: Any, monkeypatch: pytest.MonkeyPatch, front_clock: list[float]
+) -> None:
+    """AMAZON_CACHE_TTL_SECONDS (3600 here) after retrievedAt the record is gone from the
+    product cache; the front cache must not keep serving it past that moment."""
+    amazon.add(make_item("B0FASTAAA1"))
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    monkeypatch.setattr(
+        lookup, "_now", lambda: datetime.now(timezone.utc) - timedelta(seconds=3599)
+    )
+    later = [0.0]
+    monkeypatch.setattr(fast_hits, "_wall_clock", lambda: time.time() + later[0])
+    full = FullRoutes(app, monkeypatch)
+    client = _client(app)
+    post_import(client, {"url": LINK})
+    front_clock[0] += 1.01  # under the 2 s TTL, but past the record's last second
+    later[0] += 1.01
+    post_import(client, {"url": LINK})
+    assert full.count == 2
