@@ -2,10 +2,12 @@
 
 A cached import used to pay, on every request, for webargs' parsing, a marshmallow load, a
 Redis round trip and decode, a marshmallow dump and JSON encoding (docs/performance.md,
-"Cache hits"). Here a successful answer of the full route is kept as its JSON bytes in the
-per-process :class:`~arda_amazon_bp.front_cache.FrontCache` for a few seconds, keyed by the
-link as the request schema would load it. A repeat of that link within the TTL is answered
-with those bytes, the current ``RateLimit-*`` headers, and nothing else.
+"Cache hits at the cost of a bare route"). Here a successful answer of the full route is
+kept as its JSON bytes in the per-process :class:`~arda_amazon_bp.front_cache.FrontCache`
+for a few seconds, keyed by the link as the request schema would load it. A repeat of that
+link within the TTL is answered with those bytes and the current ``RateLimit-*`` headers.
+After the TTL, one product-cache read revalidates it: an unchanged record keeps the bytes
+for another TTL, anything else goes through the full route.
 
 What the shortcut serves is exactly what the full route served a moment before: same
 bytes, same status, same content type; the before/after-request hooks (request id,
