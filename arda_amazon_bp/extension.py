@@ -19,6 +19,7 @@ from .cache import NullCache, ProductCache, cache_from_uri
 from .config import ConfigError, Settings
 from .creators import CreatorsClient
 from .credentials import CredentialProvider, backend_from_plugins
+from .front_cache import FrontCache
 from .lookup import ProductLookup
 from .plugins import AppPlugins, PluginScopes, app_context, make_plugin_manager, register_for_app
 from .quota import Quota
@@ -56,6 +57,8 @@ class AmazonImportState:
     cache: ProductCache
     lookup: ProductLookup
     links: ShortLinks
+    #: Repeat imports answered from memory for a few seconds (fast_hits.py).
+    front_cache: FrontCache[Any] = field(default_factory=lambda: FrontCache(0, 1))
     metrics: metrics.Recorder = metrics.NULL_RECORDER
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -207,6 +210,9 @@ class AmazonImport:
             lookup=lookup,
             metrics=recorder,
             links=ShortLinks(settings),
+            front_cache=FrontCache(
+                settings.front_cache_ttl_seconds, settings.front_cache_max_entries
+            ),
         )
         app.extensions[EXTENSION_NAME] = state
 
