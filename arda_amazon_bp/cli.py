@@ -159,9 +159,10 @@ def _describe_fields(found: Mapping[str, bool | None]) -> str:
 def check_credentials(as_json: bool) -> None:
     """Load the credentials through the configured backend and check them.
 
-    Reads afresh (bypassing the cache), reports which of the four fields were found,
-    the version and its family, the partner tag, the masked credential id and whether
-    the version's region serves AMAZON_MARKETPLACE. Exit status 0 when usable, else 1.
+    Reads afresh (bypassing the cache), reports the 1Password CLI's version when the
+    backend runs op, which of the four fields were found, the version and its family,
+    the partner tag, the masked credential id and whether the version's region serves
+    AMAZON_MARKETPLACE. Exit status 0 when usable, else 1.
     """
     out = _Output(as_json)
     state = _state()
@@ -175,6 +176,16 @@ def check_credentials(as_json: bool) -> None:
     }
     out.line(f"backend:       {settings.credentials_backend} ({backend!r})")
     out.line(f"marketplace:   {settings.marketplace}")
+    # Backends that run the 1Password CLI say which op they run (docs/runbook.md, 2.2).
+    op_version = getattr(backend, "op_version", None)
+    if callable(op_version):
+        try:
+            report["opVersion"] = str(op_version())
+        except CredentialsError as exc:
+            report["opVersion"] = None
+            out.line(f"op version:    unknown ({exc.message})")
+        else:
+            out.line(f"op version:    {report['opVersion']}")
     try:
         credentials: Credentials = state.credentials.reload()
     except CredentialsError as exc:

@@ -16,11 +16,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    from .plugins import AppPlugins
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +176,9 @@ class CredentialBackend(Protocol):
 BackendFactory = Callable[[Mapping[str, Any]], CredentialBackend]
 
 
-def available_backends(pm: pluggy.PluginManager) -> dict[str, tuple[BackendFactory, str]]:
+def available_backends(
+    pm: pluggy.PluginManager | AppPlugins,
+) -> dict[str, tuple[BackendFactory, str]]:
     """Every backend the registered plugins offer: ``{name: (factory, plugin name)}``.
 
     Raises :class:`~arda_amazon_bp.config.ConfigError` when two plugins offer one name
@@ -206,7 +211,7 @@ def available_backends(pm: pluggy.PluginManager) -> dict[str, tuple[BackendFacto
 
 
 def backend_from_plugins(
-    pm: pluggy.PluginManager, name: str, config: Mapping[str, Any]
+    pm: pluggy.PluginManager | AppPlugins, name: str, config: Mapping[str, Any]
 ) -> CredentialBackend:
     """Build the backend called ``name`` (``AMAZON_CREDENTIALS_BACKEND``) from ``config``.
 
@@ -262,8 +267,10 @@ class CredentialProvider:
         clock: Callable[[], float] = time.monotonic,
         *,
         cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS,
+        on_load: Callable[[bool], None] | None = None,
     ) -> None:
         self._backend = backend
+        self._on_load = on_load  # told whether each backend load succeeded (metrics)
         self._ttl = ttl_seconds
         self._clock = clock
         self._cooldown = cooldown_seconds
@@ -364,6 +371,8 @@ class CredentialProvider:
             # Also after a BaseException: the waiters get the default "did not finish".
             self._settle(flight.outcome, stale)
             flight.done.set()
+            if self._on_load is not None:  # after set(): a failing observer strands no one
+                self._on_load(isinstance(flight.outcome, Credentials))
 
     def _settle(self, outcome: Credentials | CredentialsError, stale: Credentials | None) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ from typing import Any
 
 
 class ErrorCode(str, enum.Enum):
-    """Error codes of the HTTP contract (DESIGN.md §5). The value is the wire string."""
+    """Error codes of the HTTP contract (docs/api.md, Errors). The value is the wire string."""
 
     AUTHENTICATION_REQUIRED = "AUTHENTICATION_REQUIRED"
     INVALID_REQUEST = "INVALID_REQUEST"

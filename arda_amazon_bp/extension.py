@@ -13,15 +13,17 @@ import pluggy
 from flask import Flask
 from flask_smorest import Api
 
-from . import config, logs
-from .blueprint import make_blueprint
+from . import config, logs, metrics
+from .blueprint import make_blueprint, rename_tag
 from .cache import NullCache, ProductCache, cache_from_uri
 from .config import ConfigError, Settings
 from .creators import CreatorsClient
 from .credentials import CredentialProvider, backend_from_plugins
+from .front_cache import FrontCache
 from .lookup import ProductLookup
-from .plugins import make_plugin_manager
+from .plugins import AppPlugins, PluginScopes, app_context, make_plugin_manager, register_for_app
 from .quota import Quota
+from .short_links import ShortLinks
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +34,14 @@ _LOGGERS = (
     "arda_amazon_bp.blueprint",
     "arda_amazon_bp.lookup",
     "arda_amazon_bp.creators",
+    "arda_amazon_bp.tokens",
+    "arda_amazon_bp.get_items",
     "arda_amazon_bp.quota",
     "arda_amazon_bp.cache",
     "arda_amazon_bp.credentials",
     "arda_amazon_bp.extension",
+    "arda_amazon_bp.metrics",
+    "arda_amazon_bp.short_links",
 )
 
 
@@ -44,17 +50,22 @@ class AmazonImportState:
     """Per-app state, kept in ``app.extensions["arda_amazon_bp"]``."""
 
     settings: Settings
-    plugin_manager: pluggy.PluginManager
+    plugin_manager: AppPlugins
     credentials: CredentialProvider
     client: CreatorsClient
     quota: Quota
     cache: ProductCache
     lookup: ProductLookup
+    links: ShortLinks
+    #: Repeat imports answered from memory for a few seconds (fast_hits.py).
+    front_cache: FrontCache[Any] = field(default_factory=lambda: FrontCache(0, 1))
+    metrics: metrics.Recorder = metrics.NULL_RECORDER
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe_call(self, event: Mapping[str, Any]) -> None:
         """Forward one upstream call to ``arda_amazon_upstream_call`` implementations."""
+        self.metrics.upstream_call(event)
         try:
             self.plugin_manager.hook.arda_amazon_upstream_call(event=dict(event))
         except Exception:
@@ -62,6 +73,7 @@ class AmazonImportState:
 
     def upstream_event(self, name: str, details: Mapping[str, Any]) -> None:
         """Log an account-level event and tell the hook, once per interval per name."""
+        self.metrics.upstream_event(name)  # every time; the log line and hook are throttled
         now = time.monotonic()
         with self._event_lock:
             last = self._event_times.get(name)
@@ -75,45 +87,93 @@ class AmazonImportState:
             logger.exception("an arda_amazon_upstream_event hook failed; ignored")
 
     def close(self) -> None:
+        """Stop the lookup threads and close connections (idempotent; see
+        :meth:`AmazonImport.close`)."""
         self.lookup.close()
         self.client.close()
         self.quota.close()
         self.cache.close()
+        self.links.close()
 
 
 class AmazonImport:
     """Adds ``POST {AMAZON_IMPORT_URL_PREFIX}/import`` to a Flask app's flask-smorest ``Api``.
 
     ``AmazonImport(app, api)`` or ``AmazonImport().init_app(app, api)``. The extension owns
-    one plugin manager (``plugin_manager``) shared by every app it is initialised on; per-app
-    state lives in ``app.extensions["arda_amazon_bp"]``.
+    one plugin manager (``plugin_manager``) shared by every app it is initialised on;
+    :meth:`register` with ``app=`` adds a plugin for one app only. Per-app state lives in
+    ``app.extensions["arda_amazon_bp"]``; :meth:`close` releases it. With
+    prometheus_client installed, metrics go to ``metrics_registry`` (default:
+    prometheus_client's ``REGISTRY``; see docs/metrics.md).
     """
 
-    def __init__(self, app: Flask | None = None, api: Api | None = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, api: Api | None = None, *, metrics_registry: Any = None
+    ) -> None:
         self.plugin_manager: pluggy.PluginManager = make_plugin_manager()
+        self.metrics_registry = metrics_registry
+        self._scopes = PluginScopes()
         if app is not None:
             self.init_app(app, api)
 
-    def init_app(self, app: Flask, api: Api | None = None) -> AmazonImport:
+    def register(
+        self, plugin: object, *, app: Flask | None = None, name: str | None = None
+    ) -> str | None:
+        """Register a plugin for every app of this extension, or with ``app`` for that app
+        only (an app factory registers its auth hook this way; see docs/plugins.md).
+
+        A credential backend registered for one app must be registered before that app's
+        ``init_app``. Returns the name pluggy registered the plugin under.
+        """
+        if app is None:
+            return self.plugin_manager.register(plugin, name=name)
+        return register_for_app(self.plugin_manager, self._scopes, plugin, app, name)
+
+    def close(self, app: Flask) -> None:
+        """Stop ``app``'s threads (lookup dispatcher, upstream calls, quota timers), close
+        its connections (Creators API, Redis) and unregister its per-app plugins.
+
+        Idempotent; a no-op for an app this extension was never initialised on. Call it
+        when an app is thrown away while the process goes on (tests, app factories run
+        per tenant). A request served after ``close`` starts the threads again.
+        """
+        state = app.extensions.get(EXTENSION_NAME)
+        if isinstance(state, AmazonImportState):
+            state.close()
+        self._scopes.forget(self.plugin_manager, app)
+
+    def init_app(
+        self, app: Flask, api: Api | None = None, *, metrics_registry: Any = None
+    ) -> AmazonImport:
         """Apply config defaults, build the state, register the blueprint and CLI."""
-        config.apply_defaults(app.config)
+        plugins = AppPlugins(self.plugin_manager, self._scopes, app)
         try:
+            config.apply_defaults(app.config)
             settings = Settings.from_config(app.config)
-            backend = backend_from_plugins(
-                self.plugin_manager, settings.credentials_backend, app.config
-            )
+            with app_context(app):
+                backend = backend_from_plugins(plugins, settings.credentials_backend, app.config)
         except ConfigError as exc:
             raise ConfigError(f"arda_amazon_bp: {exc}") from None
 
         if api is None:
-            # Only when the host has no Api of its own; its keys win when it set them.
+            api = _existing_api(app)
+        if api is None:
+            # An app with no flask-smorest Api at all (a demo): we make one. Its keys win
+            # when it set them. A host that wants its own Api must create it first.
             app.config.setdefault("API_TITLE", "Amazon import")
             app.config.setdefault("API_VERSION", "1")
             app.config.setdefault("OPENAPI_VERSION", "3.0.3")
             api = Api(app)
 
-        credentials = CredentialProvider(backend, settings.credentials_ttl_seconds)
-        quota = Quota(settings)
+        recorder = metrics.recorder_for(
+            metrics_registry if metrics_registry is not None else self.metrics_registry
+        )
+        credentials = CredentialProvider(
+            backend,
+            settings.credentials_ttl_seconds,
+            on_load=lambda ok: recorder.credential_load(settings.credentials_backend, ok),
+        )
+        quota = Quota(settings, metrics=recorder)
         # TTL 0 turns the cache off: then its storage is neither needed nor validated.
         cache: ProductCache = (
             cache_from_uri(
@@ -131,20 +191,34 @@ class AmazonImport:
             observer=lambda event: state.observe_call(event),
             on_event=lambda name, details: state.upstream_event(name, details),
         )
-        lookup = ProductLookup(settings, client, quota, cache, credentials)
+        lookup = ProductLookup(
+            settings,
+            client,
+            quota,
+            cache,
+            credentials,
+            metrics=recorder,
+            thread_name=f"arda-amazon-{app.name}",
+        )
         state = AmazonImportState(
             settings=settings,
-            plugin_manager=self.plugin_manager,
+            plugin_manager=plugins,
             credentials=credentials,
             client=client,
             quota=quota,
             cache=cache,
             lookup=lookup,
+            metrics=recorder,
+            links=ShortLinks(settings),
+            front_cache=FrontCache(
+                settings.front_cache_ttl_seconds, settings.front_cache_max_entries
+            ),
         )
         app.extensions[EXTENSION_NAME] = state
 
         logs.install(_LOGGERS)
         api.register_blueprint(make_blueprint(settings.url_prefix))
+        rename_tag(api)
 
         from .cli import amazon_cli
 
@@ -159,7 +233,11 @@ class AmazonImport:
         return self
 
 
-def get_state(app: Flask) -> AmazonImportState:
-    """The extension state of ``app`` (raises ``KeyError`` when not initialised)."""
-    state: AmazonImportState = app.extensions[EXTENSION_NAME]
-    return state
+def _existing_api(app: Flask) -> Api | None:
+    """The Api the app already has (flask-smorest keeps them by config prefix), or None.
+
+    With several, the unprefixed one; a host with several should pass the one it means.
+    """
+    apis = app.extensions.get("flask-smorest", {}).get("apis", {})
+    entry = apis.get("") or (next(iter(apis.values())) if len(apis) == 1 else None)
+    return entry["ext_obj"] if entry else None

@@ -28,9 +28,24 @@ def arda_amazon_authenticate(request: Request) -> Any | None:
     """Return the principal making ``request``, or ``None`` when it is not authenticated.
 
     The host BFF decides what a principal is (a user object, a token's claims …); the
-    first non-``None`` answer wins. ``None`` from every implementation answers 401
+    first non-``None`` answer wins. Only a *truthy* answer lets the request in (fail
+    closed): ``None``, ``False``, ``""``, ``0`` or an empty container answers 401
     ``AUTHENTICATION_REQUIRED``. With no implementation registered every import is
-    refused, unless the app sets ``AMAZON_IMPORT_AUTH_DISABLED = True`` (demo only).
+    refused, unless the app's own config sets ``AMAZON_IMPORT_AUTH_DISABLED = True``
+    (demo only).
+    """
+
+
+@hookspec(firstresult=True)
+def arda_amazon_principal_key(principal: Any) -> str | None:
+    """Return the key that ``AMAZON_PRINCIPAL_LIMITS`` counts ``principal`` under.
+
+    ``principal`` is what ``arda_amazon_authenticate`` returned (``None`` only with
+    authentication disabled). Two principals with one key share one budget, so return
+    something stable and unique per user (a user id, a token's ``sub``). The first
+    non-``None`` answer wins; the built-in implementation, asked last, answers
+    ``principal["id"]`` or ``principal.id`` when present, else ``str(principal)``. The
+    key is hashed before it is stored.
     """
 
 
@@ -56,7 +71,8 @@ def arda_amazon_upstream_call(event: Mapping[str, Any]) -> None:
     ``asins`` (list, empty for tokens), ``status`` (HTTP status or ``None`` when no
     answer came), ``outcome`` (``"ok"`` or an upstream reason such as ``"timeout"``),
     and ``elapsed`` in seconds. It never contains a credential or a token. Exceptions
-    raised by an implementation are logged and ignored.
+    raised by an implementation are logged and ignored. Runs on a lookup thread, inside
+    the app's app context (``current_app`` works; docs/plugins.md, *Where hooks run*).
     """
 
 
@@ -68,5 +84,6 @@ def arda_amazon_upstream_event(name: str, details: Mapping[str, Any]) -> None:
     (the account lost Creators API access, usually because qualifying sales lapsed) or
     ``"credentials_rejected"`` when Amazon refuses the credential itself. Called at most
     once per event name per ``AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS`` per process.
-    ``details`` never contains a secret.
+    ``details`` never contains a secret. Runs inside the app's app context, usually on a
+    lookup thread.
     """

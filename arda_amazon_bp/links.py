@@ -3,11 +3,27 @@
 This module only *parses*: it never fetches the link, follows a redirect or resolves a
 name, so it is safe to call on anything a user pastes. It is pure and fast.
 
-What is accepted
-    The whole text, after removing Unicode format characters (category ``Cf``, e.g.
-    U+200E or U+FEFF that phones paste around links) anywhere in it and trimming
-    whitespace at both ends, must be one link. Prose around the link is refused: the
-    frontend sends exactly what was pasted into a single-link field.
+What text is accepted
+    Unicode format characters (category ``Cf``, e.g. U+200E or U+FEFF that phones paste
+    around links) are removed anywhere, whitespace is trimmed at both ends, and the
+    result must be at most 2048 characters with no control characters but whitespace.
+    It may be a bare link or text around one, as the Amazon app's Share button writes
+    it ("Check out this deal on Amazon: <title> https://a.co/d/…"):
+
+    * the text is split at whitespace; from each token, quotes, brackets and trailing
+      punctuation (``"'([{<«“`` in front, ``"')]}>».,;:!?…`` behind, and their
+      full-width forms) are trimmed;
+    * a token is a *link* when it then starts with ``http://`` or ``https://`` (any
+      case) or with a bare Amazon host (``www.amazon.de/…``, ``//amzn.to/…``). A URL
+      nested inside a token (``?url=https://…``, ``#https://…``, ``href="https://…"``,
+      ``[title](https://…)``) is part of that token, never a link of its own;
+    * exactly one distinct product link, or exactly one distinct short link: that link
+      is the answer. Two or more distinct links among them (two products, or a product
+      and a short link, which could name different products) are refused with
+      ``UNRECOGNIZED_AMAZON_URL`` asking for one link. Tokens that are links but not
+      product links (a search page, another site) are ignored when a product link is
+      found, and otherwise give their own refusal; text with no link at all is
+      ``UNRECOGNIZED_AMAZON_URL``.
 
     * scheme ``http``/``https`` (any case) or none at all (``www.amazon.de/dp/…``,
       ``//www.amazon.de/dp/…``);
@@ -35,15 +51,17 @@ What is accepted
       digit is not verified — Amazon is the judge of that), any case, returned uppercase.
 
 What is refused, and with which code
-    * ``UNSUPPORTED_SHORT_LINK``: ``amzn.to``, ``a.co``, ``amzn.eu``, ``amzn.asia``,
-      ``amzn.in`` (exact hosts), and ``amzn.com`` links whose path names no ASIN: they
-      only resolve by fetching them.
+    * ``UNSUPPORTED_SHORT_LINK`` from :func:`parse_product_link`: ``amzn.to``, ``a.co``,
+      ``amzn.eu``, ``amzn.asia``, ``amzn.in`` (exact hosts), and ``amzn.com`` links whose
+      path names no ASIN: they only resolve by fetching them. :func:`find_link` instead
+      returns a :class:`ShortLink` for the five shortener hosts, which
+      :mod:`~arda_amazon_bp.short_links` may resolve when configured to.
     * ``UNSUPPORTED_AMAZON_LOCALE``: a product link on a real Amazon store outside the 22
       (:data:`~arda_amazon_bp.marketplaces.UNSUPPORTED_STORES`: amazon.cn,
       amazon.co.za). A page on such a store that names no product is
       ``UNRECOGNIZED_AMAZON_URL`` like on any store: the link is not a product link.
     * ``UNRECOGNIZED_AMAZON_URL``: everything else — empty text, text over 2048
-      characters, whitespace or control characters inside, schemes other than
+      characters, control characters, no link or several links, schemes other than
       http(s), **any userinfo** (``user@host``, in either direction: there is no honest
       reason for it in a product link and it is the classic lookalike trick), a
       non-default port, IP-literal hosts, non-ASCII hosts (homoglyphs such as a
@@ -67,7 +85,15 @@ from urllib.parse import parse_qsl, unquote
 from .errors import AmazonImportError, ErrorCode
 from .marketplaces import is_unsupported_store, marketplace_for_host, store_domain
 
-__all__ = ["MAX_LINK_LENGTH", "SHORT_LINK_HOSTS", "ProductRef", "parse_product_link"]
+__all__ = [
+    "MAX_LINK_LENGTH",
+    "SHORT_LINK_HOSTS",
+    "ProductRef",
+    "ShortLink",
+    "find_link",
+    "parse_product_link",
+    "short_link_refused",
+]
 
 #: Longest accepted text after stripping and trimming (the HTTP layer refuses longer
 #: bodies first; the parser still has to be total).
@@ -92,6 +118,15 @@ _PORT_RE = re.compile(r"[0-9]{0,5}")
 # Language selector Amazon puts in front of the path: /-/es/, /-/en/, /-/zh_TW/, /-/pt-BR/.
 _LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z]{2,4})?")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+# Trimmed from a token of pasted text: opening quotes and brackets in front; closing ones
+# and sentence punctuation behind (ASCII, typographic and full-width forms).
+_LEADING = "\"'([{<\u00ab\u2039\u201c\u2018\u201e\u201a\u300c\u300e\u3010\u3008\u300a\uff08*_"
+_TRAILING = (
+    "\"'.,;:!?)]}>\u00bb\u203a\u201d\u2019\u2026\u300d\u300f\u3011\u3009\u300b"
+    "\u3002\u3001\uff0c\uff01\uff1f\uff1a\uff1b\uff09*_"
+)
+# The host part of a token without a scheme: everything before the first of "/?#:".
+_BARE_HOST_RE = re.compile(r"[^/?#:]*")
 
 # Path keywords that precede the ASIN, lowercase. Order matters only for speed.
 _SHAPES: tuple[tuple[str, ...], ...] = (
@@ -118,6 +153,24 @@ class ProductRef:
     asin: str
 
 
+@dataclass(frozen=True)
+class ShortLink:
+    """A link on one of Amazon's shorteners: only fetching it tells which product it is.
+
+    ``host`` is one of :data:`SHORT_LINK_HOSTS` (lowercase, no trailing dot); ``target``
+    is the path and query as pasted (``/d/3V4ITBv``), ``/`` when there was none. The
+    fragment is dropped: it never reaches a server.
+    """
+
+    host: str
+    target: str
+
+    @property
+    def url(self) -> str:
+        """The link over HTTPS, whatever scheme was pasted."""
+        return f"https://{self.host}{self.target}"
+
+
 def parse_product_link(text: str) -> ProductRef:
     """Parse pasted ``text`` into a :class:`ProductRef`, never fetching anything.
 
@@ -126,12 +179,44 @@ def parse_product_link(text: str) -> ProductRef:
     ``UNSUPPORTED_AMAZON_LOCALE``, and nothing else, for any input (see the module
     docstring for the exact rules).
     """
+    found = find_link(text)
+    if isinstance(found, ShortLink):
+        raise short_link_refused(found.host)
+    return found
+
+
+def find_link(text: str) -> ProductRef | ShortLink:
+    """The one product link, or the one short link, in pasted ``text``; never fetches.
+
+    Like :func:`parse_product_link`, but a short link is returned rather than refused.
+    """
     if not isinstance(text, str):
         raise _unrecognized("Paste an Amazon product link.")
     try:
-        return _parse(_clean(text))
+        text = _clean(text)
+        if not text:
+            raise _unrecognized("Paste an Amazon product link.")
+        if len(text) > MAX_LINK_LENGTH:
+            raise _unrecognized("That text is too long to hold an Amazon product link.")
+        if any(unicodedata.category(ch) == "Cc" and not ch.isspace() for ch in text):
+            raise _unrecognized("That text contains control characters; paste just the link.")
+        tokens = text.split()
+        if len(tokens) == 1:
+            # A lone token is the link, whatever it looks like: its refusal names its host.
+            return _parse(_trim(tokens[0]))
+        return _from_text(tokens)
     except (ValueError, UnicodeError) as exc:  # belt and braces: the function is total
         raise _unrecognized("That is not an Amazon product link.") from exc
+
+
+def short_link_refused(host: str) -> AmazonImportError:
+    """``UNSUPPORTED_SHORT_LINK`` for a short link that is not resolved (the default)."""
+    return AmazonImportError(
+        ErrorCode.UNSUPPORTED_SHORT_LINK,
+        "Short links cannot be imported: open the link and paste the product page's "
+        "address instead.",
+        {"host": host[:_DETAIL_LIMIT]},
+    )
 
 
 def _clean(text: str) -> str:
@@ -140,13 +225,52 @@ def _clean(text: str) -> str:
     return text.strip()
 
 
-def _parse(text: str) -> ProductRef:
+def _trim(token: str) -> str:
+    return token.lstrip(_LEADING).rstrip(_TRAILING)
+
+
+def _is_link(token: str) -> bool:
+    """Whether a trimmed token of text counts as a link (see the module docstring)."""
+    if token[:8].lower().startswith(("http://", "https://")):
+        return True
+    match = _BARE_HOST_RE.match(token.removeprefix("//"))
+    host = match.group(0).lower().removesuffix(".") if match else ""
+    return host.isascii() and (
+        marketplace_for_host(host) is not None
+        or host in SHORT_LINK_HOSTS
+        or host in _AMZN_COM_HOSTS
+        or is_unsupported_store(host)
+    )
+
+
+def _from_text(tokens: list[str]) -> ProductRef | ShortLink:
+    """The one distinct link among ``tokens``; refusals of non-product links are kept
+    for when there is none."""
+    found: dict[ProductRef | ShortLink, None] = {}  # an ordered set
+    refusals: list[AmazonImportError] = []
+    for token in tokens:
+        candidate = _trim(token)
+        if not candidate or not _is_link(candidate):
+            continue
+        try:
+            found[_parse(candidate)] = None
+        except AmazonImportError as exc:
+            refusals.append(exc)
+    if len(found) > 1:
+        raise _unrecognized("That text holds several Amazon links; paste just one of them.")
+    if found:
+        return next(iter(found))
+    if refusals:
+        # An Amazon-specific answer (a store outside the 22) says more than "not a link".
+        specific = [r for r in refusals if r.code is not ErrorCode.UNRECOGNIZED_AMAZON_URL]
+        raise (specific or refusals)[0]
+    raise _unrecognized("That text holds no Amazon product link; paste the product's link.")
+
+
+def _parse(text: str) -> ProductRef | ShortLink:
+    """One link, already trimmed: a product, a short link, or a refusal."""
     if not text:
         raise _unrecognized("Paste an Amazon product link.")
-    if len(text) > MAX_LINK_LENGTH:
-        raise _unrecognized("That text is too long to be an Amazon product link.")
-    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in text):
-        raise _unrecognized("Paste just the Amazon product link, with no other text.")
 
     scheme, rest = _split_scheme(text)
     end = _first_index(rest, "/?#")
@@ -169,11 +293,14 @@ def _parse(text: str) -> ProductRef:
     if host.removesuffix(".") in _AMZN_COM_HOSTS:
         asin = _asin_from_path(path, query, allow_sponsored=False) or _bare_asin(path)
         if asin is None:
-            raise _short_link("amzn.com")
+            raise short_link_refused("amzn.com")
         return ProductRef(_AMZN_COM_MARKETPLACE, asin)
 
     if host.removesuffix(".") in SHORT_LINK_HOSTS:
-        raise _short_link(host.removesuffix("."))
+        target = tail.split("#", 1)[0]
+        if not target.startswith("/"):
+            target = "/" + target
+        return ShortLink(host.removesuffix("."), target)
 
     if is_unsupported_store(host):
         domain = store_domain(host)
@@ -280,12 +407,3 @@ def _first_index(text: str, delimiters: str) -> int:
 def _unrecognized(message: str, host: str | None = None) -> AmazonImportError:
     details = {"host": host[:_DETAIL_LIMIT]} if host else {}
     return AmazonImportError(ErrorCode.UNRECOGNIZED_AMAZON_URL, message, details)
-
-
-def _short_link(host: str) -> AmazonImportError:
-    return AmazonImportError(
-        ErrorCode.UNSUPPORTED_SHORT_LINK,
-        "Short links cannot be imported: open the link and paste the product page's "
-        "address instead.",
-        {"host": host[:_DETAIL_LIMIT]},
-    )

@@ -9,9 +9,10 @@ A naive client spends one upstream call per import. Here:
   once: nothing waits for company.
 
 One dispatcher thread per marketplace and process takes slots and forms batches; the
-HTTP calls themselves run on a small pool, so a slow answer never holds the next slot
+HTTP calls themselves run on threads of their own (at most :data:`MAX_CALLS_IN_FLIGHT`,
+started per call, so nothing idles between imports), so a slow answer never holds the next slot
 back when the configured rate allows more than one call in flight. A slot is taken only
-once a pool thread is free to send its call at once: the limiter spaces *slots*, and
+once a call thread is free to send its call at once: the limiter spaces *slots*, and
 Amazon counts *arrivals*, so a call that queued for a thread after its slot was taken
 (the fifth of a burst under a 5/second limit, one call's duration late) would eat the
 ``AMAZON_RATE_MARGIN_SECONDS`` margin and could arrive inside Amazon's window.
@@ -25,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +34,7 @@ from itertools import islice
 from typing import Any
 
 from . import products
+from .budgets import PrincipalBudgets
 from .cache import ProductCache
 from .config import Settings
 from .creators import CreatorsClient, GetItemsResult
@@ -46,12 +48,16 @@ from .errors import (
 )
 from .links import ProductRef
 from .logs import bind_request_ids, current_request_id
+from .metrics import NULL_RECORDER, Recorder
 from .quota import Quota, slots_for_retries
+from .waiting import WaitingGate
 
 logger = logging.getLogger(__name__)
 
 #: Concurrent getItems calls per process; the quota, not this, sets the pace.
 MAX_CALLS_IN_FLIGHT = 4
+#: How long ``close()`` waits for the dispatcher and calls in flight to end.
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -60,6 +66,7 @@ class _Waiter:
     future: Future[dict[str, Any]]
     deadline: float  # monotonic time after which it is answered 429 rather than kept waiting
     request_ids: list[str] = field(default_factory=list)
+    requeued: bool = False  # sent again once after a call refused over another ASIN
 
 
 class _Dispatcher:
@@ -71,13 +78,14 @@ class _Dispatcher:
         self._cond = threading.Condition()
         self._pending: OrderedDict[str, _Waiter] = OrderedDict()
         self._in_flight: dict[str, Future[dict[str, Any]]] = {}
-        self._pool = ThreadPoolExecutor(
-            max_workers=MAX_CALLS_IN_FLIGHT, thread_name_prefix=f"arda-amazon-{marketplace}"
-        )
-        # One permit per pool thread: held from taking a slot until the call is done.
+        # Daemon threads named after the app, so a host can tell whose they are and an
+        # interpreter never waits for them at exit (ThreadPoolExecutor's workers are joined).
+        self._call_name = f"{lookup.thread_name}-call-{marketplace}"
+        self._calls: set[threading.Thread] = set()
+        # One permit per call thread: held from taking a slot until the call is done.
         self._free_threads = threading.BoundedSemaphore(MAX_CALLS_IN_FLIGHT)
         self._thread = threading.Thread(
-            target=self._run, name=f"arda-amazon-dispatch-{marketplace}", daemon=True
+            target=self._run, name=f"{lookup.thread_name}-dispatch-{marketplace}", daemon=True
         )
         self._closed = False
         self._thread.start()
@@ -129,11 +137,24 @@ class _Dispatcher:
         futures[asin] = waiter.future
         return True
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Stop the dispatcher, answer the requests still queued, and wait (up to
+        ``timeout`` in all) for the dispatcher and the calls in flight to end."""
         with self._cond:
             self._closed = True
+            waiting = list(self._pending.values())
+            self._pending.clear()
             self._cond.notify_all()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._fail(
+            waiting,
+            upstream_unavailable(UpstreamReason.CONNECTION_ERROR, "The import service stopped."),
+        )
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            threads = [self._thread, *self._calls]
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         while True:
@@ -171,7 +192,7 @@ class _Dispatcher:
                 self._free_threads.release()
 
     def _take_slot_and_send(self, credentials: Credentials, oldest: _Waiter) -> bool:
-        """With a free thread in hand: take a slot and hand a batch to the pool (True),
+        """With a free thread in hand: take a slot and start a call thread with a batch (True),
         or answer those who cannot wait any longer (False)."""
         budget = max(0.0, oldest.deadline - time.monotonic())
         try:
@@ -191,10 +212,19 @@ class _Dispatcher:
         batch = self._take(self._lookup.settings.max_items_per_call, in_flight=True)
         if not batch:  # empty only if every waiter was answered meanwhile
             return False
-        try:
-            self._pool.submit(self._call, credentials, batch)
-        except RuntimeError as exc:  # the pool was shut down (close()) meanwhile
-            self._finish(batch, error=exc)
+        with self._cond:
+            closed = self._closed
+            if not closed:  # started under the lock: close() never joins an unstarted one
+                thread = threading.Thread(
+                    target=self._call, args=(credentials, batch), name=self._call_name, daemon=True
+                )
+                self._calls.add(thread)
+                thread.start()
+        if closed:  # close() ran meanwhile: answer rather than start a call
+            stopped = upstream_unavailable(
+                UpstreamReason.CONNECTION_ERROR, "The import service stopped."
+            )
+            self._finish(batch, error=stopped)
             return False
         return True
 
@@ -212,6 +242,8 @@ class _Dispatcher:
         try:
             self._call_upstream(credentials, batch)
         finally:
+            with self._cond:
+                self._calls.discard(threading.current_thread())
             self._free_threads.release()
 
     def _call_upstream(self, credentials: Credentials, batch: list[_Waiter]) -> None:
@@ -226,7 +258,9 @@ class _Dispatcher:
                 result = self._lookup.client.get_items(
                     self._marketplace, asins, before_call=before_call
                 )
-                outcome = self._lookup.store(self._marketplace, asins, result)
+                again = _refused_over_others(batch, result)
+                served = [w for w in batch if w not in again]
+                outcome = self._lookup.store(self._marketplace, [w.asin for w in served], result)
         except AmazonImportError as exc:
             if exc.code is ErrorCode.AMAZON_RATE_LIMITED and exc.details.get("source") == "amazon":
                 self._lookup.quota.penalize(
@@ -237,7 +271,28 @@ class _Dispatcher:
             logger.exception("amazon lookup failed unexpectedly for %d ASIN(s)", len(asins))
             self._finish(batch, error=exc)
         else:
-            self._finish(batch, results=outcome)
+            self._requeue(again)
+            self._finish(served, results=outcome)
+
+    def _requeue(self, waiters: list[_Waiter]) -> None:
+        """Put ``waiters`` back at the head of the queue, for one more call each."""
+        if not waiters:
+            return
+        max_wait = self._lookup.settings.max_wait_seconds
+        with self._cond:
+            for waiter in reversed(waiters):
+                # One critical section: a new request finds the ASIN in flight or pending.
+                self._in_flight.pop(waiter.asin, None)
+                waiter.requeued = True
+                waiter.deadline = max(waiter.deadline, time.monotonic() + max_wait)
+                self._pending[waiter.asin] = waiter
+                self._pending.move_to_end(waiter.asin, last=False)
+            self._cond.notify_all()
+        logger.info(
+            "amazon refused a getItems call over other ASINs; %d ASIN(s) it said nothing "
+            "about are sent again",
+            len(waiters),
+        )
 
     def _finish(
         self,
@@ -273,8 +328,20 @@ class ProductLookup:
         credentials: CredentialProvider,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        thread_name: str = "arda-amazon",
+        metrics: Recorder = NULL_RECORDER,
     ) -> None:
         self.settings = settings
+        self.thread_name = thread_name
+        self.metrics = metrics
+        #: Requests of this process waiting for Amazon (AMAZON_MAX_WAITING).
+        self.waiting = WaitingGate(settings.max_waiting)
+        #: Per-user budgets (AMAZON_PRINCIPAL_LIMITS), in the quota's storage.
+        self.budgets = (
+            PrincipalBudgets(settings.principal_limits, quota)
+            if settings.principal_limits
+            else None
+        )
         self.client = client
         self.quota = quota
         self.cache = cache
@@ -286,15 +353,21 @@ class ProductLookup:
 
     # -- public -------------------------------------------------------------------
 
-    def lookup(self, ref: ProductRef) -> dict[str, Any]:
+    def lookup(self, ref: ProductRef, *, principal_key: str | None = None) -> dict[str, Any]:
         """One product record, or raise :class:`AmazonImportError`."""
-        result = self.lookup_many([ref])[0]
+        result = self.lookup_many([ref], principal_key=principal_key)[0]
         if isinstance(result, AmazonImportError):
             raise result
         return result
 
-    def lookup_many(self, refs: Sequence[ProductRef]) -> list[dict[str, Any] | AmazonImportError]:
-        """A record or an error per reference, in input order; duplicates looked up once."""
+    def lookup_many(
+        self, refs: Sequence[ProductRef], *, principal_key: str | None = None
+    ) -> list[dict[str, Any] | AmazonImportError]:
+        """A record or an error per reference, in input order; duplicates looked up once.
+
+        Cache misses count against ``principal_key``'s budget when budgets are configured
+        (``None``: not counted, for operator tools).
+        """
         results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         wanted: list[ProductRef] = []
         for ref in dict.fromkeys(refs):
@@ -303,7 +376,7 @@ class ProductLookup:
             else:
                 wanted.append(ref)
         if wanted:
-            results.update(self._resolve(wanted))
+            results.update(self._resolve(wanted, principal_key))
         return [results[ref] for ref in refs]
 
     def close(self) -> None:
@@ -315,14 +388,42 @@ class ProductLookup:
     # -- internals -----------------------------------------------------------------
 
     def _resolve(
-        self, refs: list[ProductRef]
+        self, refs: list[ProductRef], principal_key: str | None
     ) -> dict[ProductRef, dict[str, Any] | AmazonImportError]:
         results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         hits = self._cache_get(refs)
         misses = [ref for ref in refs if _cache_key(ref) not in hits]
+        if self.settings.cache_ttl_seconds > 0:  # off: no lookup took place
+            self.metrics.cache_lookups(len(refs) - len(misses), len(misses))
         for ref in refs:
             if _cache_key(ref) in hits:
                 results[ref] = self._with_current_tag(hits[_cache_key(ref)])
+        if not misses:
+            return results
+        # Cache hits never wait. A miss holds this thread until Amazon answers, so only
+        # AMAZON_MAX_WAITING requests per process may do that at once (waiting.py); the
+        # gate comes first so that a request refused at once is not charged a budget.
+        try:
+            self.waiting.enter()
+        except AmazonImportError as exc:
+            results.update(dict.fromkeys(misses, exc))
+            return results
+        try:
+            if self.budgets is not None and principal_key is not None:
+                admitted, refusal = self.budgets.charge(principal_key, len(misses))
+                if refusal is not None:
+                    results.update(dict.fromkeys(misses[admitted:], refusal))
+                misses = misses[:admitted]
+            results.update(self._fetch(misses))
+        finally:
+            self.waiting.leave()
+        return results
+
+    def _fetch(
+        self, misses: list[ProductRef]
+    ) -> dict[ProductRef, dict[str, Any] | AmazonImportError]:
+        """Records of ``misses`` from Amazon, through the dispatchers, waiting for them."""
+        results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         by_marketplace: dict[str, list[ProductRef]] = {}
         for ref in misses:
             by_marketplace.setdefault(ref.marketplace, []).append(ref)
@@ -333,8 +434,9 @@ class ProductLookup:
             )
             futures.update({ref: submitted[ref.asin] for ref in group})
         connect, read = self.settings.http_timeout
-        # Slot wait, then up to a token call and two getItems attempts (401 retry).
-        bound = self.settings.max_wait_seconds * 2 + 3 * (connect + read) + 1
+        # Slot wait, then up to a token call and two getItems attempts (401 retry); all of
+        # it once more for an ASIN sent again after a call refused over another ASIN.
+        bound = 2 * (self.settings.max_wait_seconds * 2 + 3 * (connect + read)) + 1
         deadline = time.monotonic() + bound
         for ref, future in futures.items():
             try:
@@ -423,7 +525,13 @@ class ProductLookup:
                     retrieved_at=retrieved_at,
                     notice=notice,
                 )
-                ttl = min(self.settings.negative_cache_ttl_seconds, self.settings.cache_ttl_seconds)
+                # Only Amazon's own verdict on this ASIN is cached: an ASIN it said nothing
+                # about (a call refused over another ASIN) is asked again next time.
+                ttl = (
+                    min(self.settings.negative_cache_ttl_seconds, self.settings.cache_ttl_seconds)
+                    if asin in result.named
+                    else 0
+                )
             records[asin] = record
             if ttl > 0:
                 try:
@@ -431,6 +539,15 @@ class ProductLookup:
                 except Exception:
                     logger.warning("amazon product cache write failed", exc_info=True)
         return records
+
+
+def _refused_over_others(batch: Sequence[_Waiter], result: GetItemsResult) -> list[_Waiter]:
+    """Waiters of a call Amazon refused over *other* ASINs: no item came back, some ASINs
+    were named in errors, and these were not (e.g. a 400 naming one invalid ASIN). One
+    user's bad ASIN must not cost another user's product, so each goes out once more."""
+    if result.items or not result.named:
+        return []
+    return [w for w in batch if w.asin not in result.named and not w.requeued]
 
 
 def _cache_key(ref: ProductRef) -> str:

@@ -1,6 +1,6 @@
 """The Amazon marketplaces this package knows: host, country, credential region, currency.
 
-``MARKETPLACES`` holds exactly the 22 stores of Amazon's locale reference (DESIGN.md §3),
+``MARKETPLACES`` holds exactly the 22 stores of Amazon's locale reference (docs/architecture.md),
 keyed by canonical host (``www.amazon.co.uk``). The region of each store follows PA-API
 5's locale reference, which the Creators API keeps: a credential ``version`` ending in
 ``.1`` serves North America, ``.2`` Europe (with India and the Middle East), ``.3`` the Far

@@ -1,4 +1,4 @@
-"""Creators API item JSON → our product record (DESIGN.md §5): pure functions, no Flask.
+"""Creators API item JSON → our product record (docs/api.md): pure functions, no Flask.
 
 Amazon's item JSON is read defensively: every sub-tree may be missing or of an odd type,
 and an odd type yields ``None`` for the field it feeds, never an exception. Every record
@@ -38,7 +38,7 @@ from urllib.parse import quote
 #: Fields whose absence makes the answer a ``206``.
 CORE_FIELDS: tuple[str, ...] = ("title", "imageUrl", "price")
 
-#: Every field of the record, in DESIGN.md §5 order.
+#: Every field of the record, in the order of docs/api.md's product table.
 PRODUCT_FIELDS: tuple[str, ...] = (
     "asin",
     "marketplace",

@@ -69,8 +69,10 @@ Penalties
 Storage per process, and outages
     Storages are built lazily on first use and rebuilt when ``os.getpid()`` changes (a
     gunicorn worker forked after import must not share the parent's Redis sockets or its
-    in-memory state). A ``memory://`` storage belongs to one :class:`Quota`, so two apps in
-    one process never share limits. Redis connections get short socket timeouts
+    in-memory state). Every :class:`Quota` of a process that limits in memory shares one
+    ``memory://`` storage (:class:`_ProcessMemory`), so two apps in one process with one
+    credential share its windows, keyed by credential key, as Amazon counts them; it is
+    released when the last of them closes. Redis connections get short socket timeouts
     (:data:`REDIS_SOCKET_TIMEOUT`, :data:`REDIS_CONNECT_TIMEOUT`; query parameters in
     the URI win). With a shared storage each process also keeps an in-memory copy of its
     own calls. If the shared storage fails, the quota logs one WARNING for the outage and
@@ -111,6 +113,7 @@ from .config import ConfigError, Settings
 from .credentials import Credentials
 from .errors import AmazonImportError, rate_limited
 from .forks import reset_in_child
+from .metrics import NULL_RECORDER, Recorder
 
 __all__ = [
     "NAMESPACE",
@@ -119,6 +122,7 @@ __all__ = [
     "REDIS_SOCKET_TIMEOUT",
     "Quota",
     "WindowStatus",
+    "reset_process_memory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -248,20 +252,22 @@ class _Line:
         self.head_busy: _Busy | None = None  # what the head is sleeping for, if anything
 
 
-def _parse_windows(notation: str, margin: float) -> tuple[_Window, ...]:
+def _parse_windows(
+    notation: str, margin: float, key: str = "AMAZON_RATE_LIMITS"
+) -> tuple[_Window, ...]:
     try:
         items = parse_many(notation)
     except ValueError as exc:
-        raise ConfigError(f"AMAZON_RATE_LIMITS: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
     windows = []
     for parsed in items:
         if parsed.amount < 1:
-            raise ConfigError(f"AMAZON_RATE_LIMITS: {parsed} allows no call at all")
+            raise ConfigError(f"{key}: {parsed} allows no call at all")
         item = type(parsed)(parsed.amount, parsed.multiples, namespace=NAMESPACE)
         seconds = item.get_expiry()
         windows.append(_Window(item, seconds + (margin if seconds < _MARGIN_BELOW_SECONDS else 0)))
     if not windows:
-        raise ConfigError("AMAZON_RATE_LIMITS: no limit given")
+        raise ConfigError(f"{key}: no limit given")
     return tuple(sorted(windows, key=lambda w: w.expiry))
 
 
@@ -391,6 +397,57 @@ class _Store:
                 logger.debug("closing the rate-limit storage failed", exc_info=True)
 
 
+class _ProcessMemory:
+    """The one in-memory ``limits`` storage of this process, shared by reference count.
+
+    Amazon counts calls per credential, not per Flask app: two apps of one process with
+    one credential must see each other's calls. Keys carry the credential key and the
+    limit, so apps with other credentials or other limits never collide.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        reset_in_child(self._reset)
+
+    def _reset(self) -> None:
+        # In a forked child: the parent's storage and its timer thread are not ours.
+        self._lock = threading.Lock()
+        self._storage: MemoryStorage | None = None
+        self._users = 0
+        self._pid = os.getpid()
+
+    def acquire(self) -> MemoryStorage:
+        with self._lock:
+            if self._pid != os.getpid():  # a fork without the at-fork hook (Quota checks too)
+                self._storage, self._users, self._pid = None, 0, os.getpid()
+            if self._storage is None:
+                self._storage = MemoryStorage()
+            self._users += 1
+            return self._storage
+
+    def release(self, storage: Storage) -> bool:
+        """Drop one use of ``storage``; True when it was the last (then close it)."""
+        with self._lock:
+            if storage is not self._storage:
+                return False
+            self._users -= 1
+            if self._users > 0:
+                return False
+            self._storage = None
+            return True
+
+
+_PROCESS_MEMORY = _ProcessMemory()
+
+
+def reset_process_memory() -> None:
+    """Forget every in-memory window and penalty of this process, for test suites that
+    build an app per test: the next quota starts from a fresh storage. Quotas still open
+    keep the storage they had (close apps with ``AmazonImport.close(app)``)."""
+    with _PROCESS_MEMORY._lock:
+        _PROCESS_MEMORY._storage, _PROCESS_MEMORY._users = None, 0
+
+
 class Quota:
     """Upstream slots per credential key, within Amazon's limits (see the module docs).
 
@@ -410,8 +467,10 @@ class Quota:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        metrics: Recorder = NULL_RECORDER,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._clock = clock
         self._sleep = sleep
         self._windows = _parse_windows(settings.rate_limits, settings.rate_margin_seconds)
@@ -430,7 +489,8 @@ class Quota:
         Raises ``AMAZON_RATE_LIMITED`` (``source="local"``) when no slot frees in time.
         """
         budget = self._settings.max_wait_seconds if max_wait is None else max_wait
-        deadline = self._clock() + max(0.0, budget)
+        started = self._clock()
+        deadline = started + max(0.0, budget)
         self._stores()  # a forked child gets fresh locks before it queues on them
         ticket = object()
         with self._cond:
@@ -448,6 +508,7 @@ class Quota:
             with self._cond:
                 line.head_busy = None
                 self._leave(key, line, ticket)
+        self._metrics.quota_waited(self._clock() - started)
 
     def penalize(self, key: str, retry_after: float) -> None:
         """Amazon answered 429: no slot for ``key`` for ``retry_after`` seconds, anywhere."""
@@ -490,6 +551,19 @@ class Quota:
             line = self._lines.get(key)
             return len(line.waiters) if line is not None else 0
 
+    def take(self, windows: tuple[_Window, ...], key: str, amount: int) -> _Window | None:
+        """Count ``amount`` in every one of ``windows`` of ``key`` if all have room (else
+        the window that refused), in this quota's storage.
+
+        For other budgets kept beside the quota (``budgets.py``): same storage, same
+        atomic multi-window step on Redis, same per-process fallback during an outage.
+        """
+        return self._run(lambda store: store.hit(windows, key, amount))
+
+    def usage(self, window: _Window, key: str) -> tuple[float, int]:
+        """(start of the oldest entry, entries) of ``window`` for ``key``; see :meth:`take`."""
+        return self._run(lambda store: store.window(window, key))
+
     @property
     def degraded(self) -> bool:
         """True while the shared storage is unreachable and limits are per process."""
@@ -501,7 +575,10 @@ class Quota:
             stores = [s for s in (self._primary, self._local) if s is not None]
             self._primary = self._local = None
         for store in stores:
-            store.close()
+            if not isinstance(store.storage, MemoryStorage) or _PROCESS_MEMORY.release(
+                store.storage
+            ):
+                store.close()
 
     # -- per-process state --------------------------------------------------------------
 
@@ -528,8 +605,13 @@ class Quota:
         if primary is None:
             with self._lock:
                 if self._primary is None:
-                    self._local = _Store(self._build("memory://")) if self._shared else None
-                    self._primary = _Store(self._build(self._uri, timeouts=self._redis_family))
+                    memory = _Store(_PROCESS_MEMORY.acquire())
+                    self._local = memory if self._shared else None
+                    self._primary = (
+                        _Store(self._build(self._uri, timeouts=self._redis_family))
+                        if self._shared
+                        else memory
+                    )
                 primary = self._primary
         return primary, self._local
 
@@ -711,6 +793,7 @@ class Quota:
         )
 
     def _refusal(self, busy: _Busy, now: float) -> AmazonImportError:
+        self._metrics.quota_refused(busy.label)
         seconds = math.ceil(busy.reset_at - now)
         if busy.window is None:
             message = (

@@ -12,7 +12,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from .errors import ErrorCode
 
-#: Longest accepted link, after trimming surrounding whitespace (DESIGN.md §5).
+#: Longest accepted link, after trimming surrounding whitespace (docs/api.md, "Request").
 MAX_URL_LENGTH = 2048
 
 
@@ -24,8 +24,10 @@ class TrimmedString(fields.String):
 
 
 _URL_DESCRIPTION = (
-    "The pasted Amazon product link. Surrounding whitespace and invisible format "
-    "characters are ignored; the link is parsed, never fetched."
+    "What was pasted: an Amazon product link, or text holding one link (share text). "
+    "Surrounding whitespace and invisible format characters are ignored; a product link "
+    "is parsed, never fetched; a short link is refused or, when AMAZON_SHORT_LINKS is "
+    "resolve, resolved through its redirect."
 )
 
 

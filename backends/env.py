@@ -1,4 +1,10 @@
-"""``env`` backend: the four ``AMAZON_CREATORS_*`` environment variables (CI, containers)."""
+"""``env`` backend: the four ``AMAZON_CREATORS_*`` environment variables (CI, containers).
+
+A variable whose value is a 1Password secret reference (``op://vault/item/field``) is
+read with ``op read`` as the service account of ``OP_SERVICE_ACCOUNT_TOKEN`` (:mod:`op_cli`),
+never used as the value: a deployment can keep only references in its environment,
+with or without ``op run`` (which would have replaced them before the process started).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from typing import Any
 
 from arda_amazon_bp.credentials import FIELDS, Credentials, CredentialsError, validate
 from arda_amazon_bp.hookspecs import hookimpl
+
+from . import op_cli
 
 #: credential field -> environment variable
 VARIABLES: dict[str, str] = {name: f"AMAZON_CREATORS_{name.upper()}" for name in FIELDS}
@@ -25,7 +33,8 @@ class EnvBackend:
         self._environ = environ
 
     def load(self) -> Credentials:
-        """The four variables, validated; a missing or empty one is named in the error."""
+        """The four variables (references read with op), validated; a missing or empty
+        one, or a reference op cannot read, is named in the error."""
         environ = os.environ if self._environ is None else self._environ
         missing = {name: var for name, var in VARIABLES.items() if not environ.get(var, "").strip()}
         if missing:
@@ -33,7 +42,16 @@ class EnvBackend:
                 f"environment variable(s) not set: {', '.join(missing.values())}",
                 missing=missing,
             )
-        fields = {name: environ[var] for name, var in VARIABLES.items()}
+        fields: dict[str, str] = {}
+        for name, var in VARIABLES.items():
+            value = environ[var]
+            if op_cli.is_reference(value):
+                # One op read per reference and load; the message names the variable only.
+                try:
+                    value = op_cli.read_reference(value, var, environ=environ)
+                except CredentialsError as exc:
+                    raise CredentialsError(exc.message, missing=(name,)) from None
+            fields[name] = value
         return validate(fields, "environment variables AMAZON_CREATORS_*")
 
     def __repr__(self) -> str:

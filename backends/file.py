@@ -2,8 +2,12 @@
 
 The file holds ``{"credential_id", "credential_secret", "version", "partner_tag"}`` and
 must be readable by its owner only — like ssh with a private key, a group- or
-world-readable file is refused (``chmod 600 <path>``). It is re-read at every load, so
+world-readable file is refused (``chmod 600 <path>``), and so is anything but a regular
+file (a FIFO, a device), without blocking on it. It is re-read at every load, so
 replacing it rotates the credentials without a restart.
+
+A field whose value is a 1Password secret reference (``op://vault/item/field``) is read
+with ``op read`` (:mod:`op_cli`), so the file may hold references instead of secrets.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from arda_amazon_bp import config
 from arda_amazon_bp.config import ConfigError
 from arda_amazon_bp.credentials import FIELDS, Credentials, CredentialsError, validate
 from arda_amazon_bp.hookspecs import hookimpl
+
+from . import op_cli
 
 KEY = "AMAZON_CREDENTIALS_FILE"
 
@@ -38,17 +44,7 @@ class FileBackend:
         """The file's four fields, validated, or a :class:`CredentialsError` saying what to fix."""
         path = self.path
         try:
-            # Open first, then check the open file: no window for a swap between the two.
-            with path.open("rb") as handle:
-                mode = os.fstat(handle.fileno()).st_mode
-                if not stat.S_ISREG(mode):
-                    raise CredentialsError(f"credentials file {path} is not a regular file")
-                if mode & _NOT_OWNER_ONLY:
-                    raise CredentialsError(
-                        f"credentials file {path} is accessible by group or others "
-                        f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-                    )
-                raw = handle.read()
+            raw = _read_regular_file(path)
         except FileNotFoundError:
             raise CredentialsError(
                 f"credentials file {path} does not exist (set {KEY} to the JSON file holding "
@@ -77,6 +73,13 @@ class FileBackend:
                 f"found a JSON {_json_type(data)}",
                 missing=FIELDS,
             )
+        for name in FIELDS:
+            if op_cli.is_reference(data.get(name)):
+                source = f"field {name} of credentials file {path}"
+                try:
+                    data[name] = op_cli.read_reference(data[name], source)
+                except CredentialsError as exc:
+                    raise CredentialsError(exc.message, missing=(name,)) from None
         return validate(data, f"credentials file {path}")
 
     def __repr__(self) -> str:
@@ -84,6 +87,34 @@ class FileBackend:
 
 
 _INVALID = object()
+
+
+def _open(path: Path) -> int:
+    """A read-only descriptor, opened without blocking: a FIFO with no writer would
+    block a plain ``open`` forever, before any check could refuse it."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path`` if it is an owner-only regular file; else a CredentialsError.
+
+    The open descriptor is checked (``fstat``), not the path: no window for a swap
+    between the check and the read.
+    """
+    fd = _open(path)
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            raise CredentialsError(f"credentials file {path} is not a regular file")
+        if mode & _NOT_OWNER_ONLY:
+            raise CredentialsError(
+                f"credentials file {path} is accessible by group or others "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+            )
+        # O_NONBLOCK does not affect reads of a regular file.
+        return handle.read()
 
 
 def _parse(raw: bytes) -> Any:

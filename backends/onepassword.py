@@ -1,9 +1,14 @@
 """``onepassword`` backend: one 1Password CLI run per load, as a service account.
 
-Runs ``op item get "<item>" --vault "<vault>" --format json`` (an argv list, no shell,
-:data:`OP_TIMEOUT_SECONDS`), authenticated by ``OP_SERVICE_ACCOUNT_TOKEN``, and reads
-the fields labelled ``credential-id``, ``credential-secret``, ``version`` and
+Runs ``op item get "<item>" --vault "<vault>" --format json --reveal`` (an argv list, no
+shell, :data:`OP_TIMEOUT_SECONDS`), authenticated by ``OP_SERVICE_ACCOUNT_TOKEN``, and
+reads the fields labelled ``credential-id``, ``credential-secret``, ``version`` and
 ``partner-tag``. The vault is ``AMAZON_ONEPASSWORD_VAULT`` or ``Arda-{AMAZON_PARTITION}OAM``.
+
+``--reveal`` is passed to op 2.30 and later, which conceal values without it; op 2.18 to
+2.29 print values anyway and refuse the flag, so it is left out there. The version comes
+from ``op --version``, once per op executable and process (:mod:`op_cli`, which also
+holds everything else about running op).
 
 Every failure becomes a :class:`CredentialsError` that says what to fix. ``op``'s stderr
 is matched against the messages the real CLI (v2) prints; anything unknown is reported
@@ -14,31 +19,32 @@ Neither a field value nor the token ever reaches a message.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from arda_amazon_bp import config
 from arda_amazon_bp.config import ConfigError
 from arda_amazon_bp.credentials import Credentials, CredentialsError, validate
 from arda_amazon_bp.hookspecs import hookimpl
+from arda_amazon_bp.partitions import DEFAULT_ITEM, PARTITIONS, VAULT_TEMPLATE, canonical_partition
 
-#: Seconds one ``op`` run may take before it is killed (it makes ~3 requests to 1Password).
-OP_TIMEOUT_SECONDS = 15.0
-#: The executable, looked up on ``PATH``.
-OP_EXECUTABLE = "op"
-TOKEN_VARIABLE = "OP_SERVICE_ACCOUNT_TOKEN"  # noqa: S105 - the variable name, not a token
-#: Connect variables take precedence over a service account token in ``op``; they are
-#: removed from op's environment so the documented authentication is the one used.
-_CONNECT_VARIABLES = ("OP_CONNECT_HOST", "OP_CONNECT_TOKEN")
+from . import op_cli
+from .op_cli import OP_EXECUTABLE, OP_TIMEOUT_SECONDS, TOKEN_VARIABLE, Failure
 
-PARTITIONS: tuple[str, ...] = ("Dev", "Stage", "Demo", "Prod")
-VAULT_TEMPLATE = "Arda-{partition}OAM"
-DEFAULT_ITEM = "Amazon Creators API"
+__all__ = [
+    "DEFAULT_ITEM",
+    "LABELS",
+    "OP_EXECUTABLE",
+    "OP_TIMEOUT_SECONDS",
+    "PARTITIONS",
+    "TOKEN_VARIABLE",
+    "VAULT_TEMPLATE",
+    "OnePasswordBackend",
+    "from_config",
+    "vault_from_config",
+]
+
 
 #: 1Password field label -> credential field.
 LABELS: dict[str, str] = {
@@ -50,81 +56,32 @@ LABELS: dict[str, str] = {
 
 # The placeholder op >= 2.30 prints instead of a concealed value when not told --reveal.
 _CONCEALED_PLACEHOLDER = re.compile(r"^\[use 'op item get .*--reveal' to reveal\]$")
-# "[ERROR] 2024/01/01 12:00:00 " in front of each of op's messages.
-_OP_PREFIX = re.compile(r"^\[(?:ERROR|WARN|INFO)\]\s+\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}\s*")
-# Service account tokens are "ops_" + base64url JSON; long opaque runs may be secrets too.
-_TOKEN_SHAPED = re.compile(r"ops_[A-Za-z0-9+/=_-]+")
-_OPAQUE = re.compile(r"[A-Za-z0-9+/=_-]{24,}")
-_MAX_DETAIL = 160
 
-
-@dataclass(frozen=True)
-class _Rule:
-    """A known ``op`` failure: stderr matches ``pattern`` → this message (what to fix)."""
-
-    pattern: re.Pattern[str]
-    message: str
-
-
-def _rule(pattern: str, message: str) -> _Rule:
-    return _Rule(re.compile(pattern, re.IGNORECASE), message)
-
-
-# Order matters: the first match wins. {vault}/{item} are filled in; op's own text is not
-# quoted for known failures (it may echo what was passed to it).
-_RULES: tuple[_Rule, ...] = (
-    _rule(
-        r"DecodeSACredentials|DeserializeServiceAccountAuthToken|unrecognized auth type|"
-        r"illegal base64|invalid credentials provided",
-        f"{TOKEN_VARIABLE} is not a valid 1Password service account token (malformed or "
-        "truncated); paste the whole token (it starts with 'ops_')",
-    ),
-    _rule(
-        r"\(401\)|Unauthorized|authorization.*(expired|revoked)|token.*(expired|revoked)",
-        f"1Password refused {TOKEN_VARIABLE}: the service account token is invalid, "
-        "expired or revoked; issue a new token and update the deployment's secret",
-    ),
-    _rule(
-        r"isn't a vault in this account|vault.*not found|no vault",
+#: What to fix for failures that depend on the vault and item read; {vault} and {item}
+#: are filled in (op's own text is not quoted for known failures: it echoes its input).
+_ITEM_FIXES: dict[Failure, str] = {
+    Failure.NO_VAULT: (
         "vault {vault!r} does not exist or the service account cannot access it; grant the "
         "service account read access to that vault (or fix AMAZON_ONEPASSWORD_VAULT / "
-        "AMAZON_PARTITION)",
+        "AMAZON_PARTITION)"
     ),
-    _rule(
-        r"More than one item matches",
+    Failure.AMBIGUOUS_ITEM: (
         "more than one item in vault {vault!r} is titled {item!r}; rename or archive the "
-        "duplicate, or set AMAZON_ONEPASSWORD_ITEM to the item's id",
+        "duplicate, or set AMAZON_ONEPASSWORD_ITEM to the item's id"
     ),
-    _rule(
-        r"isn't an item|doesn't seem to be an item|item.*not found",
+    Failure.NO_ITEM: (
         "item {item!r} was not found in vault {vault!r}; create it there or set "
-        "AMAZON_ONEPASSWORD_ITEM to its title",
+        "AMAZON_ONEPASSWORD_ITEM to its title"
     ),
-    _rule(
-        r"\(403\)|Forbidden|not authorized to access|doesn't have permission",
+    Failure.FORBIDDEN: (
         "the service account may not read item {item!r} in vault {vault!r}; give it "
-        "read_items on that vault",
+        "read_items on that vault"
     ),
-    _rule(
-        r"\(429\)|Too Many Requests|rate limit",
-        "1Password rate-limited the service account; wait, or raise its limits "
-        "(op service-account ratelimit shows the usage)",
+    Failure.UNKNOWN_FLAG: (
+        "the installed op does not understand {argv!r}; install 1Password CLI "
+        f"{op_cli.version_text(op_cli.MINIMUM_VERSION)} or later (2.30 or later recommended)"
     ),
-    _rule(
-        r"dial tcp|no such host|connection refused|i/o timeout|could not reach|"
-        r"network is unreachable|TLS handshake|context deadline exceeded",
-        "op could not reach 1Password (network, DNS or proxy); check outbound HTTPS from this host",
-    ),
-    _rule(
-        r"unknown command|unknown flag|unknown shorthand flag",
-        "the installed op does not understand 'op item get --vault --format json'; "
-        "install 1Password CLI 2.18 or later (service accounts need it)",
-    ),
-    _rule(
-        r"not currently signed in|no account found|account is not signed in",
-        f"op is not signed in: set {TOKEN_VARIABLE} to the service account token",
-    ),
-)
+}
 
 
 class OnePasswordBackend:
@@ -149,64 +106,50 @@ class OnePasswordBackend:
 
     @property
     def timeout(self) -> float:
-        """The per-run timeout; :data:`OP_TIMEOUT_SECONDS` unless given."""
+        """The per-run timeout; this module's :data:`OP_TIMEOUT_SECONDS` unless given."""
         return OP_TIMEOUT_SECONDS if self._timeout is None else self._timeout
 
-    def argv(self, executable: str) -> list[str]:
-        """The one command run per load."""
-        return [executable, "item", "get", self.item, "--vault", self.vault, "--format", "json"]
+    def argv(self, version: op_cli.Version) -> list[str]:
+        """The one ``op`` command run per load (after ``op``), for op ``version``."""
+        return op_cli.item_get_argv(self.item, self.vault, version)
+
+    def op_version(self) -> str:
+        """``op --version`` of the op this backend runs (``flask amazon check-credentials``)."""
+        op = op_cli.prepare(self._environ, executable=self._executable, timeout=self.timeout)
+        return op_cli.version_text(op.version())
 
     def load(self) -> Credentials:
         """Run ``op`` once and validate the four fields; see the module doc for failures."""
-        environ = dict(os.environ if self._environ is None else self._environ)
-        token = environ.get(TOKEN_VARIABLE, "")
-        if not token.strip():
-            raise CredentialsError(
-                f"{TOKEN_VARIABLE} is not set in the environment; the onepassword backend "
-                "runs op as a 1Password service account and needs its token"
-            )
-        for variable in _CONNECT_VARIABLES:
-            environ.pop(variable, None)
-        executable = shutil.which(self._executable, path=environ.get("PATH"))
-        if executable is None:
-            raise CredentialsError(
-                f"the 1Password CLI ({self._executable!r}) is not installed or not on PATH; "
-                "install op 2.18 or later on this host"
-            )
-        try:
-            done = subprocess.run(  # noqa: S603 - fixed argv, no shell
-                self.argv(executable),
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=self.timeout,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise CredentialsError(
-                f"the 1Password CLI ({executable}) disappeared or cannot run; reinstall op"
-            ) from None
-        except PermissionError:
-            raise CredentialsError(
-                f"the 1Password CLI ({executable}) is not executable by this process"
-            ) from None
-        except subprocess.TimeoutExpired:
-            # The exception holds op's partial output: never chain it.
-            raise CredentialsError(
-                f"op item get did not finish within {self.timeout:g} s and was stopped; "
-                "check the network path to 1Password"
-            ) from None
-        if done.returncode != 0:
-            raise CredentialsError(self._explain(done.returncode, done.stderr, token))
-        return self._parse(done.stdout)
+        op = op_cli.prepare(self._environ, executable=self._executable, timeout=self.timeout)
+        version = op.version()
+        argv = self.argv(version)
+        outcome = op.run(argv, "op item get")
+        if outcome.returncode != 0:
+            raise CredentialsError(self._explain(op, argv, outcome, op_cli.version_text(version)))
+        return self._parse(outcome.stdout)
 
-    def _explain(self, returncode: int, stderr: bytes, token: str) -> str:
-        text = stderr.decode("utf-8", "replace")
-        where = f"op item get {self.item!r} --vault {self.vault!r} failed (exit {returncode})"
-        for rule in _RULES:
-            if rule.pattern.search(text):
-                return f"{where}: " + rule.message.format(vault=self.vault, item=self.item)
-        detail = _summarise(text, [token])
+    def _explain(
+        self, op: op_cli.Op, argv: list[str], outcome: op_cli.Outcome, version: str
+    ) -> str:
+        where = (
+            f"op item get {self.item!r} --vault {self.vault!r} failed (exit {outcome.returncode})"
+        )
+        failure = outcome.failure
+        if failure is Failure.UNKNOWN_FLAG and "--reveal" in outcome.stderr:
+            return (
+                f"{where}: op refused --reveal although `op --version` said {version}, "
+                "which has it (2.30 and later); check that the op on PATH is the 1Password "
+                "CLI it claims to be"
+            )
+        if failure in _ITEM_FIXES:
+            flags = " ".join(arg for arg in argv if arg.startswith("--"))
+            fix = _ITEM_FIXES[failure].format(
+                vault=self.vault, item=self.item, argv=f"op item get {flags}"
+            )
+            return f"{where}: {fix}"
+        if failure in op_cli.COMMON_FIXES:
+            return f"{where}: {op_cli.COMMON_FIXES[failure]}"
+        detail = op.detail(outcome)
         return f"{where}: {detail}" if detail else f"{where} without a message"
 
     def _parse(self, stdout: bytes) -> Credentials:
@@ -237,8 +180,9 @@ class OnePasswordBackend:
             found[LABELS[label]] = value
         if concealed:
             raise CredentialsError(
-                f"op printed field(s) {', '.join(concealed)} of {where} concealed; "
-                "use a 1Password CLI whose JSON output includes values"
+                f"op printed field(s) {', '.join(concealed)} of {where} concealed; op 2.30 "
+                "and later need --reveal, which is passed when `op --version` says 2.30 or "
+                "later: check that the op on PATH is the version it claims"
             )
         missing = [label for label, name in LABELS.items() if not _has_text(found.get(name))]
         if missing:
@@ -258,21 +202,6 @@ def _has_text(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def _summarise(stderr: str, secrets: Sequence[str]) -> str:
-    """op's first meaningful line, without its log prefix, secrets or opaque strings."""
-    line = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
-    line = _OP_PREFIX.sub("", line)
-    for secret in secrets:
-        if secret:
-            line = line.replace(secret, "<redacted>")
-    line = _TOKEN_SHAPED.sub("<redacted>", line)
-    line = _OPAQUE.sub("<redacted>", line)
-    line = "".join(ch if ch.isprintable() else "?" for ch in line)
-    if len(line) > _MAX_DETAIL:
-        line = line[: _MAX_DETAIL - 1] + "…"
-    return line
-
-
 def vault_from_config(app_config: Mapping[str, Any]) -> str:
     """``AMAZON_ONEPASSWORD_VAULT``, else ``Arda-{AMAZON_PARTITION}OAM``; ``ConfigError`` else.
 
@@ -282,7 +211,7 @@ def vault_from_config(app_config: Mapping[str, Any]) -> str:
     partition = _name(app_config, "AMAZON_PARTITION")
     canonical = None
     if partition is not None:
-        canonical = next((p for p in PARTITIONS if p.lower() == partition.lower()), None)
+        canonical = canonical_partition(partition)
         if canonical is None:
             raise ConfigError(
                 f"AMAZON_PARTITION must be one of {', '.join(PARTITIONS)}, got {partition!r}"

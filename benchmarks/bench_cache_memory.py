@@ -12,7 +12,7 @@ Each layout runs in a fresh interpreter so one's freed memory cannot flatter the
 Also reported: the average stored payload and the cost of one ``get`` (decompress, parse,
 copy). Exits non-zero if the shipped layout exceeds the budget of 200 MB RSS per worker.
 
-Records are random but shaped like ours (DESIGN.md §5): pseudo-English words from a
+Records are random but shaped like ours (docs/api.md): pseudo-English words from a
 4,000-word vocabulary, so text compresses about like real titles and feature bullets
 (no more, since no record repeats another's sentences). The RSS delta includes the key
 strings (``www.amazon.com:B0…``), which every layout needs, and a list of the keys kept

@@ -2,26 +2,34 @@
 
     python3 -m tox -e demo            # or: python examples/demo.py [--port 5000]
 
-Prints a ready-to-paste ``curl`` and serves until Ctrl-C. Everything stays on loopback:
+Prints a ready-to-paste ``curl`` and serves until Ctrl-C. Short links are resolved
+(``AMAZON_SHORT_LINKS = resolve``) against the sandbox's shortener routes, so
+``https://a.co/d/3V4ITBv`` imports the demo product. Everything stays on loopback:
 the BFF talks to the sandbox exactly as it would talk to Amazon (OAuth2 token, then
-``getItems``), with the sandbox's demo credentials in the ``env`` backend's variables.
+``getItems``). The sandbox and its app config come from ``arda_amazon_bp.testing``, the
+same code a host's tests use (docs/testing-your-integration.md): its demo credential
+travels in the ``config`` credentials backend, so no environment variable is needed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import creators_sandbox
 import example_bff
+from flask import Flask
 from werkzeug.serving import make_server
 
-DEMO_ASIN = "B0C7NTRL01"
+from arda_amazon_bp.testing import EXAMPLE_ASIN, running_sandbox
+from arda_amazon_bp.testing.sandbox import SandboxConfig
+
+DEMO_ASIN = EXAMPLE_ASIN
+#: A share link the sandbox's shortener redirects to DEMO_ASIN (one hop).
+DEMO_SHORT_LINK = "https://a.co/d/3V4ITBv"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,31 +43,31 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    sandbox_config = creators_sandbox.SandboxConfig(rate=args.sandbox_rate)
-    sandbox_url, stop_sandbox = creators_sandbox.serve_in_thread(
-        creators_sandbox.create_sandbox_app(sandbox_config)
-    )
-    credential = sandbox_config.credentials[0]
-    os.environ.update(
-        {
-            "AMAZON_CREATORS_CREDENTIAL_ID": credential.credential_id,
-            "AMAZON_CREATORS_CREDENTIAL_SECRET": credential.credential_secret,
-            "AMAZON_CREATORS_VERSION": "3.1",
-            "AMAZON_CREATORS_PARTNER_TAG": sorted(sandbox_config.partner_tags)[0],
-        }
-    )
-    app = example_bff.create_app(
-        {
-            "AMAZON_CREATORS_API_HOST": sandbox_url,
-            "AMAZON_TOKEN_URL": f"{sandbox_url}/auth/o2/token",
-        }
-    )
-    server = make_server("127.0.0.1", args.port, app, threaded=True)
+    with running_sandbox(SandboxConfig(rate=args.sandbox_rate)) as sandbox:
+        # Short links are resolved, against the sandbox's shortener routes.
+        app = example_bff.create_app(
+            {
+                **sandbox.config,
+                "AMAZON_SHORT_LINKS": "resolve",
+                "AMAZON_SHORT_LINK_BASE_URL": sandbox.url,
+            }
+        )
+        return serve(app, args.port, sandbox.url)
+
+
+def serve(app: Flask, port: int, sandbox_url: str) -> int:
+    """Serve the BFF on 127.0.0.1 until Ctrl-C, after printing a ready-to-paste curl."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
     token = example_bff.DEFAULT_DEMO_TOKEN
+    has_metrics = "prometheus_metrics" in app.view_functions  # the prometheus extra
+    metrics_line = f"Prometheus metrics on {base}/metrics\n" if has_metrics else ""
     print(
         f"\nsandbox Creators API on {sandbox_url}\n"
-        f"example BFF on {base}  (OpenAPI: {base}/openapi.json)\n\n"
+        f"example BFF on {base}  (OpenAPI: {base}/openapi.json)\n"
+        f"{metrics_line}\n"
+        f"Short links resolve against the sandbox: put {DEMO_SHORT_LINK} (or share\n"
+        f'text such as "Check out this deal on Amazon: {DEMO_SHORT_LINK}") in "url".\n\n'
         "Try:\n"
         f"  curl -s -X POST {base}/api/amazon/import \\\n"
         f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
@@ -72,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
-        stop_sandbox()
+        server.server_close()
     return 0
 
 

@@ -8,11 +8,13 @@ under gunicorn: ``gunicorn --chdir examples 'example_bff:create_app()'`` with th
 from __future__ import annotations
 
 import hmac
+import importlib.util
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, Request, jsonify
+from flask import Blueprint, Flask, Request, jsonify, request
 from flask_smorest import Api
 
 from arda_amazon_bp import AmazonImport, hookimpl
@@ -20,21 +22,53 @@ from arda_amazon_bp import AmazonImport, hookimpl
 #: The bearer token the demo BFF accepts (a real BFF checks its own session or JWT).
 DEMO_TOKEN_ENV = "EXAMPLE_BFF_TOKEN"
 DEFAULT_DEMO_TOKEN = "demo-token"
+#: More demo users, as a JSON object ``{"<token>": "<user id>"}`` (per-user budget demos).
+DEMO_USERS_ENV = "EXAMPLE_BFF_USERS"
 
 
 class DemoAuth:
-    """Accepts ``Authorization: Bearer <EXAMPLE_BFF_TOKEN>``; stands in for the BFF's auth."""
+    """Accepts ``Authorization: Bearer <EXAMPLE_BFF_TOKEN>`` (user ``demo``) and the tokens
+    of ``EXAMPLE_BFF_USERS``; stands in for the BFF's auth."""
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    def __init__(self, token: str, users: Mapping[str, str] | None = None) -> None:
+        self._users = {token: "demo", **(users or {})}
 
     @hookimpl
     def arda_amazon_authenticate(self, request: Request) -> dict[str, str] | None:
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip(), self._token):
-            return {"user": "demo"}
+        if scheme.lower() != "bearer":
+            return None
+        for token, user in self._users.items():
+            if hmac.compare_digest(presented.strip(), token):
+                return {"id": user}  # "id": the per-user budget's key (docs/plugins.md)
         return None
+
+
+#: A bare POST route that parses a small JSON body and answers a product-sized (~1 KB)
+#: JSON object from memory: what a cached import is measured against.
+BARE_PRODUCT_PATH = "/_bench/bare-product"
+BARE_PRODUCT: dict[str, Any] = {
+    "asin": "B0BARE0000",
+    "availability": "In Stock",
+    "brand": "Synthline",
+    "detailPageUrl": "https://www.amazon.com/dp/B0BARE0000?tag=ardademo-20",
+    "ean": "0084100001006",
+    "features": ["Synthetic item for load tests", "Not a real product"],
+    "imageUrl": "https://m.media-amazon.com/images/I/51SYN00001L._SL500_.jpg",
+    "images": ["https://m.media-amazon.com/images/I/51SYN00001L._SL500_.jpg"],
+    "manufacturer": "Synthline Test Goods",
+    "marketplace": "www.amazon.com",
+    "minOrderQuantity": 1,
+    "missingFields": [],
+    "notices": [],
+    "price": {"amount": 5.0, "currency": "USD", "display": "$5.00"},
+    "retrievedAt": "2026-01-01T00:00:00Z",
+    "title": "Synthetic Load-Test Shelf Label Holder, Pack of 2",
+    "unitCount": 2,
+    "unitPrice": {"amount": 2.5, "currency": "USD"},
+    "upc": "084100001006",
+}
 
 
 #: Where the Swagger UI page and its (locally served) assets live.
@@ -82,12 +116,29 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     api = Api(app)  # the host's own Api: our route joins its OpenAPI document
 
     amazon = AmazonImport(app, api)
+    users = json.loads(os.environ.get(DEMO_USERS_ENV) or "{}")
     amazon.plugin_manager.register(
-        DemoAuth(os.environ.get(DEMO_TOKEN_ENV, DEFAULT_DEMO_TOKEN)), name="example-bff-auth"
+        DemoAuth(os.environ.get(DEMO_TOKEN_ENV, DEFAULT_DEMO_TOKEN), users),
+        name="example-bff-auth",
     )
 
     @app.get("/healthz")
     def healthz() -> Any:  # a bare JSON route: the benchmark's baseline
         return jsonify(ok=True)
+
+    if importlib.util.find_spec("prometheus_client") is not None:  # the prometheus extra
+
+        @app.get("/metrics")
+        def prometheus_metrics() -> Any:  # every worker's under gunicorn: docs/metrics.md
+            from arda_amazon_bp.metrics import exposition
+
+            body, content_type = exposition()
+            return body, 200, {"Content-Type": content_type}
+
+    @app.post(BARE_PRODUCT_PATH)
+    def bare_product() -> Any:  # the cache-hit benchmark's baseline (docs/performance.md)
+        body = request.get_json(silent=True)
+        asin = body.get("asin") if isinstance(body, dict) else None
+        return jsonify({**BARE_PRODUCT, "asin": asin if isinstance(asin, str) else "B0BARE0000"})
 
     return app

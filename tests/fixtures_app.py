@@ -154,17 +154,18 @@ class BearerAuth:
 
 @pytest.fixture
 def make_app(creators_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
-    """``make_app(**config)``: a host app with its own Api, our extension and auth."""
+    """``make_app(**config)``: a host app with its own Api, our extension and auth
+    (``metrics_registry=`` is passed to the extension)."""
     apps: list[Flask] = []
 
-    def factory(*, auth: bool = True, **config: Any) -> Flask:
+    def factory(*, auth: bool = True, metrics_registry: Any = None, **config: Any) -> Flask:
         app = Flask("host")
         app.config.update(
             API_TITLE="Host BFF", API_VERSION="1", OPENAPI_VERSION="3.0.3", TESTING=True
         )
         app.config.update({**FAST_CONFIG, **config})
         api = Api(app)
-        extension = AmazonImport(app, api)
+        extension = AmazonImport(app, api, metrics_registry=metrics_registry)
         if auth:
             extension.plugin_manager.register(BearerAuth())
         app.extensions["test_extension"] = extension

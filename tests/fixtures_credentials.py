@@ -1,6 +1,7 @@
 """Credential fixtures: a fake ``op`` on PATH, a 0600 credentials file, env variables.
 
-Fixtures: ``fake_op`` (:class:`FakeOp`), ``credentials_file`` (:class:`CredentialsFile`),
+Fixtures: ``fake_op`` (:class:`FakeOp`, emulating op :data:`CURRENT_OP`; see
+:data:`OP_VERSIONS` for the other modes), ``credentials_file`` (:class:`CredentialsFile`),
 ``env_credentials`` (the four ``AMAZON_CREATORS_*`` variables set). The ``KNOWN_*``
 values are distinctive so secret-hygiene tests can grep every output for them.
 """
@@ -19,6 +20,13 @@ from typing import Any
 import pytest
 
 FAKE_OP = Path(__file__).parent / "fake_op" / "op"
+
+#: The op versions the stand-in emulates for the backend's tests: the oldest supported
+#: (service accounts arrived in 2.18; values are never concealed) and a current one
+#: (2.30+: concealed unless --reveal).
+OLDEST_OP = "2.18.0"
+CURRENT_OP = "2.31.1"
+OP_VERSIONS: dict[str, str] = {"oldest": OLDEST_OP, "current": CURRENT_OP}
 
 KNOWN_ID = "amzn1.application-oa2-client.5f0c1d2e3a4b49c6ID42"
 KNOWN_SECRET = "SECRETsecretAAAAbbbbCCCCddddEEEE1111secret"
@@ -81,9 +89,12 @@ OP_LABELS = {
 
 
 class FakeOp:
-    """Controls the fake ``op``: its state file (read at every run) and its run log."""
+    """Controls the fake ``op``: its state file (read at every run), its run log and the
+    op version it emulates."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+        self._monkeypatch = monkeypatch
+        self.version = CURRENT_OP
         self.state_path = directory / "op-state.json"
         self.log_path = directory / "op-runs.jsonl"
         self.vault = "Arda-DevOAM"
@@ -101,6 +112,21 @@ class FakeOp:
             },
         }
         self.save()
+
+    def add_partition_vaults(self) -> None:
+        """Put the default item into every partition's vault (``Arda-{P}OAM``), each with
+        its own id, as devOps does before a deploy (docs/runbook.md, 2.1)."""
+        template = self.state["vaults"][self.vault][0]
+        for partition in ("Dev", "Stage", "Demo", "Prod"):
+            self.state["vaults"][f"Arda-{partition}OAM"] = [
+                {**template, "id": f"{partition.lower():x<26}", "fields": dict(template["fields"])}
+            ]
+        self.save()
+
+    def partition_fields(self, partition: str) -> dict[str, Any]:
+        """The labelled fields of ``Arda-{partition}OAM``'s item (edit, then :meth:`save`)."""
+        fields: dict[str, Any] = self.state["vaults"][f"Arda-{partition}OAM"][0]["fields"]
+        return fields
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -127,6 +153,25 @@ class FakeOp:
         tmp.write_text(json.dumps(self.state), encoding="utf-8")
         tmp.replace(self.state_path)  # atomic: a concurrent run never reads half a file
 
+    def use_version(self, version: str) -> None:
+        """Emulate op ``version`` from now on (and forget the version probed before)."""
+        from arda_amazon_bp.backends import op_cli
+
+        assert self._monkeypatch is not None
+        self._monkeypatch.setenv("FAKE_OP_VERSION", version)
+        self.version = version
+        op_cli.forget_versions()
+
+    @property
+    def reveals(self) -> bool:
+        """Whether this version conceals values unless told ``--reveal`` (2.30+)."""
+        return tuple(int(p) for p in self.version.split(".")) >= (2, 30, 0)
+
+    @property
+    def item_runs(self) -> list[list[str]]:
+        """The ``op item get`` runs (without the ``op --version`` probes)."""
+        return [argv for argv in self.runs if argv[:2] == ["item", "get"]]
+
     @property
     def runs(self) -> list[list[str]]:
         """The argv (after ``op``) of every run so far."""
@@ -149,7 +194,8 @@ def fake_op(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeOp:
     (bin_dir / "op").symlink_to(FAKE_OP)
     # The shebang says "env python3": make that this interpreter, whatever PATH holds.
     (bin_dir / "python3").symlink_to(sys.executable)
-    fake = FakeOp(tmp_path)
+    fake = FakeOp(tmp_path, monkeypatch)
+    fake.use_version(CURRENT_OP)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("FAKE_OP_STATE", str(fake.state_path))
     monkeypatch.setenv("FAKE_OP_LOG", str(fake.log_path))

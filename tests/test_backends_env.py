@@ -1,18 +1,29 @@
-"""The ``env`` backend: the four ``AMAZON_CREATORS_*`` variables, re-read at every load."""
+"""The ``env`` backend: the four ``AMAZON_CREATORS_*`` variables, re-read at every load,
+``op://`` secret references among them read with the fake ``op`` in each emulated version."""
+
+# Fixtures are imported by name, then requested by name as arguments:
+# ruff: noqa: F811
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 from arda_amazon_bp.backends.env import VARIABLES, EnvBackend
+from fixtures_app import USER_TOKEN, AmazonMock, post_import
 from fixtures_credentials import (
     KNOWN_FIELDS,
     KNOWN_SECRET,
+    OP_LABELS,
+    OP_VERSIONS,
     ROTATED_SECRET,
+    FakeOp,
     assert_no_secret,
     env_credentials,  # noqa: F401 - a fixture
 )
+from fixtures_credentials import fake_op as plain_fake_op  # noqa: F401 - a fixture
+from flask import Flask
 
 from arda_amazon_bp.credentials import (
     CredentialProvider,
@@ -23,6 +34,8 @@ from arda_amazon_bp.credentials import (
 from arda_amazon_bp.plugins import make_plugin_manager
 
 pytestmark = pytest.mark.usefixtures("env_credentials")
+
+SECRET_VARIABLE = "AMAZON_CREATORS_CREDENTIAL_SECRET"
 
 
 def test_loads_the_four_variables() -> None:
@@ -98,3 +111,88 @@ def test_failures_log_no_secret(
         provider.get()
     assert "partner tag" in caplog.text
     assert_no_secret(caplog.text, info.value, provider, EnvBackend())
+
+
+# --- 1Password secret references (op://…) --------------------------------------------------
+
+REFERENCES: dict[str, str] = {
+    var: f"op://Arda-DevOAM/Amazon Creators API/{OP_LABELS[name]}"
+    for name, var in VARIABLES.items()
+}
+
+
+@pytest.fixture(params=list(OP_VERSIONS.values()), ids=list(OP_VERSIONS))
+def fake_op(plain_fake_op: FakeOp, request: pytest.FixtureRequest) -> FakeOp:
+    plain_fake_op.use_version(request.param)
+    return plain_fake_op
+
+
+def test_every_variable_may_be_a_secret_reference(
+    fake_op: FakeOp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable, reference in REFERENCES.items():
+        monkeypatch.setenv(variable, reference)
+    assert EnvBackend().load() == Credentials(**KNOWN_FIELDS)
+    reads = [argv for argv in fake_op.runs if argv[0] == "read"]
+    assert sorted(reads) == sorted(["read", ref] for ref in REFERENCES.values())
+
+
+def test_references_and_values_mix(fake_op: FakeOp, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_VARIABLE, REFERENCES[SECRET_VARIABLE])
+    assert EnvBackend().load().credential_secret == KNOWN_SECRET
+    assert [argv for argv in fake_op.runs if argv[0] == "read"] == [
+        ["read", REFERENCES[SECRET_VARIABLE]]
+    ]
+
+
+def test_a_reference_is_never_used_as_the_value(
+    fake_op: FakeOp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The variable resolves to a rotated secret: what 1Password holds now wins.
+    fake_op.set_field("credential-secret", ROTATED_SECRET)
+    monkeypatch.setenv(SECRET_VARIABLE, REFERENCES[SECRET_VARIABLE])
+    assert EnvBackend().load().credential_secret == ROTATED_SECRET
+
+
+def test_a_dangling_reference_names_the_variable_not_the_value(
+    fake_op: FakeOp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dangling = "op://Arda-DevOAM/Amazon Creators API/credential-secret-old"
+    monkeypatch.setenv(SECRET_VARIABLE, dangling)
+    with pytest.raises(CredentialsError) as info:
+        EnvBackend().load()
+    message = str(info.value)
+    assert message.startswith(f"{SECRET_VARIABLE} holds a 1Password secret reference")
+    assert "has no such field" in message
+    assert dangling not in message
+    assert info.value.missing == ("credential_secret",)
+    assert_no_secret(info.value)
+
+
+def test_a_dangling_reference_answers_502_and_logs_the_variable(
+    fake_op: FakeOp,
+    monkeypatch: pytest.MonkeyPatch,
+    make_app: Callable[..., Flask],
+    amazon: AmazonMock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dangling = "op://Arda-DevOAM/Amazon Creators API Old/credential-secret"
+    monkeypatch.setenv(SECRET_VARIABLE, dangling)
+    client = make_app().test_client()
+    with caplog.at_level(logging.DEBUG):
+        answer = post_import(
+            client,
+            {"url": "https://www.amazon.com/dp/B0C7NTRL01"},
+            headers={"Authorization": f"Bearer {USER_TOKEN}"},
+        )
+    assert answer.status_code == 502
+    error = answer.get_json()["error"]
+    assert error["code"] == "AMAZON_UPSTREAM_UNAVAILABLE"
+    assert error["details"]["reason"] == "credentials_unavailable"
+    assert amazon.get_items_requests() == 0
+    logged = [r.getMessage() for r in caplog.records if SECRET_VARIABLE in r.getMessage()]
+    assert logged, caplog.text
+    assert all("its item does not exist" in line for line in logged)
+    for text in (caplog.text, answer.get_data(as_text=True)):
+        assert dangling not in text
+        assert_no_secret(text)

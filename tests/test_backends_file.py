@@ -8,18 +8,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
+from arda_amazon_bp.backends import file as file_backend
 from arda_amazon_bp.backends.file import FileBackend, from_config
 from fixtures_credentials import (
     KNOWN_FIELDS,
     KNOWN_SECRET,
     ROTATED_SECRET,
     CredentialsFile,
+    FakeOp,
     assert_no_secret,
     credentials_file,  # noqa: F401 - a fixture
+    fake_op,  # noqa: F401 - a fixture
 )
 
 from arda_amazon_bp.config import ConfigError
@@ -106,15 +109,45 @@ def test_a_directory_is_refused(tmp_path: Path) -> None:
     assert "is a directory" in str(_error(FileBackend(tmp_path)))
 
 
-def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+def _load_within(backend: FileBackend, seconds: float) -> CredentialsError:
+    """``backend.load()`` in a daemon thread: a hang fails the test instead of the run."""
+    outcome: list[BaseException | Credentials] = []
+
+    def load() -> None:
+        try:
+            outcome.append(backend.load())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"load() still blocked after {seconds} s"
+    assert len(outcome) == 1 and isinstance(outcome[0], CredentialsError), outcome
+    assert_no_secret(outcome[0])
+    return outcome[0]
+
+
+def test_a_fifo_without_a_writer_is_refused_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "creds.fifo"
     os.mkfifo(fifo, 0o600)
-    # Opening a FIFO for reading would block until a writer appears: keep a writer open.
+    # No writer: a plain open() for reading would block here forever.
+    assert "not a regular file" in str(_load_within(FileBackend(fifo), 5))
+
+
+def test_a_fifo_with_a_writer_is_refused_too(tmp_path: Path) -> None:
+    fifo = tmp_path / "creds.fifo"
+    os.mkfifo(fifo, 0o600)
     fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
     try:
-        assert "not a regular file" in str(_error(FileBackend(fifo)))
+        os.write(fd, json.dumps(KNOWN_FIELDS).encode())
+        assert "not a regular file" in str(_load_within(FileBackend(fifo), 5))
     finally:
         os.close(fd)
+
+
+def test_a_character_device_is_refused(tmp_path: Path) -> None:
+    assert "not a regular file" in str(_load_within(FileBackend("/dev/zero"), 5))
 
 
 def test_an_unreadable_file_is_refused(
@@ -122,14 +155,14 @@ def test_an_unreadable_file_is_refused(
 ) -> None:
     credentials_file.write(mode=0o000)
     if os.geteuid() == 0:  # root reads any file: make the open fail as it would for others
-        real_open = Path.open
+        real_open = file_backend._open
 
-        def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
-            if self == credentials_file.path:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real_open(self, *args, **kwargs)
+        def denied(path: Path) -> int:
+            if path == credentials_file.path:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path)
 
-        monkeypatch.setattr(Path, "open", denied)
+        monkeypatch.setattr(file_backend, "_open", denied)
     assert "cannot be read by this process" in str(_error(FileBackend(credentials_file.path)))
 
 
@@ -223,3 +256,30 @@ def test_failures_log_no_secret(
             assert_no_secret(info.value)
     assert caplog.text.count("could not be loaded") == len(failures)
     assert_no_secret(caplog.text, repr(backend), repr(provider))
+
+
+# --- 1Password secret references (op://…) in the file ------------------------------------
+
+
+def test_a_field_may_be_a_secret_reference(
+    credentials_file: CredentialsFile, fake_op: FakeOp
+) -> None:
+    reference = "op://Arda-DevOAM/Amazon Creators API/credential-secret"
+    credentials_file.write({**KNOWN_FIELDS, "credential_secret": reference})
+    fake_op.set_field("credential-secret", ROTATED_SECRET)
+    assert FileBackend(credentials_file.path).load().credential_secret == ROTATED_SECRET
+    assert fake_op.runs[-1] == ["read", reference]
+
+
+def test_a_dangling_reference_names_the_field_and_the_file(
+    credentials_file: CredentialsFile, fake_op: FakeOp
+) -> None:
+    reference = "op://Arda-DevOAM/Amazon Creators API/partner-tag-2"
+    credentials_file.write({**KNOWN_FIELDS, "partner_tag": reference})
+    error = _error(FileBackend(credentials_file.path))
+    assert str(error).startswith(
+        f"field partner_tag of credentials file {credentials_file.path} holds a 1Password "
+        "secret reference that op read could not resolve: its item has no such field"
+    )
+    assert reference not in str(error)
+    assert error.missing == ("partner_tag",)

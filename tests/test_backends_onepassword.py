@@ -1,18 +1,27 @@
-"""The ``onepassword`` backend, driven against a fake ``op`` on PATH (no subprocess mocks)."""
+"""The ``onepassword`` backend, driven against a fake ``op`` on PATH (no subprocess mocks).
+
+Every test runs against each op version the stand-in emulates (``OP_VERSIONS``): the
+oldest supported (2.18, never conceals, has no ``--reveal``) and a current one (2.30+,
+conceals unless ``--reveal``).
+"""
 
 # Fixtures are imported by name, then requested by name as arguments:
 # ruff: noqa: F811
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from arda_amazon_bp.backends import onepassword
+from arda_amazon_bp.backends import onepassword, op_cli
 from arda_amazon_bp.backends.onepassword import (
     LABELS,
     OnePasswordBackend,
@@ -20,15 +29,17 @@ from arda_amazon_bp.backends.onepassword import (
     vault_from_config,
 )
 from fixtures_credentials import (
+    FAKE_OP,
     KNOWN_FIELDS,
     KNOWN_OP_TOKEN,
     KNOWN_SECRET,
+    OP_VERSIONS,
     REVOKED_OP_TOKEN,
     ROTATED_SECRET,
     FakeOp,
     assert_no_secret,
-    fake_op,  # noqa: F401 - a fixture
 )
+from fixtures_credentials import fake_op as plain_fake_op  # noqa: F401 - a fixture
 
 from arda_amazon_bp.config import ConfigError
 from arda_amazon_bp.credentials import (
@@ -40,6 +51,19 @@ from arda_amazon_bp.credentials import (
 from arda_amazon_bp.plugins import make_plugin_manager
 
 ITEM_GET = ["item", "get", "Amazon Creators API", "--vault", "Arda-DevOAM", "--format", "json"]
+PLACEHOLDER = "[use 'op item get pk3iq2c7gkbspnyuqqvwmyhdla --reveal' to reveal]"
+
+
+@pytest.fixture(params=list(OP_VERSIONS.values()), ids=list(OP_VERSIONS))
+def fake_op(plain_fake_op: FakeOp, request: pytest.FixtureRequest) -> FakeOp:
+    """The fake ``op``, emulating each supported version in turn."""
+    plain_fake_op.use_version(request.param)
+    return plain_fake_op
+
+
+def item_get(fake: FakeOp) -> list[str]:
+    """The argv the backend runs for ``fake``'s version: ``--reveal`` from 2.30 on."""
+    return ITEM_GET + (["--reveal"] if fake.reveals else [])
 
 
 def _backend(fake: FakeOp, **kwargs: Any) -> OnePasswordBackend:
@@ -60,7 +84,7 @@ def _error(backend: OnePasswordBackend) -> CredentialsError:
 def test_one_op_run_per_load_with_the_documented_argv(fake_op: FakeOp) -> None:
     backend = backend_from_plugins(make_plugin_manager(), "onepassword", fake_op.config)
     assert backend.load() == Credentials(**KNOWN_FIELDS)
-    assert fake_op.runs == [ITEM_GET]
+    assert fake_op.runs == [["--version"], item_get(fake_op)]
 
 
 def test_fields_are_found_by_label_in_any_order_among_others(fake_op: FakeOp) -> None:
@@ -221,10 +245,22 @@ def test_an_empty_field_names_its_label(fake_op: FakeOp) -> None:
 
 
 def test_a_concealed_placeholder_is_not_taken_for_the_secret(fake_op: FakeOp) -> None:
-    fake_op.set_field(
-        "credential-secret", "[use 'op item get pk3iq2c7gkbspnyuqqvwmyhdla --reveal' to reveal]"
-    )
-    assert "printed field(s) credential-secret" in str(_error(_backend(fake_op)))
+    # An op that claims an old version but conceals (or a secret that is the placeholder).
+    fake_op.set_field("credential-secret", PLACEHOLDER)
+    message = str(_error(_backend(fake_op)))
+    assert "printed field(s) credential-secret" in message
+    assert "need --reveal" in message
+
+
+def test_a_current_op_without_reveal_would_conceal(
+    fake_op: FakeOp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The defect this backend once had: without --reveal, op 2.30+ prints the placeholder.
+    monkeypatch.setattr(op_cli, "REVEAL_VERSION", (99, 0, 0))
+    if fake_op.reveals:
+        assert "printed field(s) credential-secret" in str(_error(_backend(fake_op)))
+    else:
+        assert _backend(fake_op).load().credential_secret == KNOWN_SECRET
 
 
 def test_a_hung_op_is_stopped_at_the_timeout(fake_op: FakeOp) -> None:
@@ -238,7 +274,7 @@ def test_a_hung_op_is_stopped_at_the_timeout(fake_op: FakeOp) -> None:
 def test_the_default_timeout_is_the_module_constant(
     fake_op: FakeOp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert onepassword.OP_TIMEOUT_SECONDS == 15.0
+    assert onepassword.OP_TIMEOUT_SECONDS == op_cli.OP_TIMEOUT_SECONDS == 15.0
     monkeypatch.setattr(onepassword, "OP_TIMEOUT_SECONDS", 0.5)
     fake_op.update(sleep=30)
     assert "within 0.5 s" in str(_error(_backend(fake_op)))
@@ -264,9 +300,113 @@ def test_offline(fake_op: FakeOp) -> None:
     assert "could not reach 1Password" in str(_error(_backend(fake_op)))
 
 
-def test_an_old_op_without_item_get(fake_op: FakeOp) -> None:
+def test_an_op_that_refuses_the_command_names_the_minimum_version(fake_op: FakeOp) -> None:
     fake_op.update(stderr='unknown command "item" for "op"', exit=1)
-    assert "install 1Password CLI 2.18 or later" in str(_error(_backend(fake_op)))
+    message = str(_error(_backend(fake_op)))
+    assert "does not understand 'op item get --vault --format" in message
+    assert "install 1Password CLI 2.18.0 or later" in message
+
+
+# --- op versions: --reveal from 2.30 on, refused before, too old refused ------------------
+
+
+def _fake_op_run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["op", *args], capture_output=True, text=True, check=False, timeout=30)
+
+
+def test_the_stand_in_conceals_like_its_version(fake_op: FakeOp) -> None:
+    # The fidelity the backend relies on: 2.30+ conceals in JSON and human output unless
+    # --reveal; older versions print values and do not know the flag.
+    as_json = _fake_op_run(*ITEM_GET)
+    human = _fake_op_run(*ITEM_GET[:5])
+    values = {f["label"]: f.get("value") for f in json.loads(as_json.stdout)["fields"]}
+    if fake_op.reveals:
+        assert values["credential-secret"] == PLACEHOLDER
+        assert f"credential-secret:    {PLACEHOLDER}" in human.stdout
+        assert KNOWN_SECRET not in as_json.stdout + human.stdout
+        revealed = _fake_op_run(*ITEM_GET, "--reveal")
+        assert KNOWN_SECRET in revealed.stdout
+    else:
+        assert values["credential-secret"] == KNOWN_SECRET
+        assert KNOWN_SECRET in human.stdout
+        refused = _fake_op_run(*ITEM_GET, "--reveal")
+        assert refused.returncode == 1
+        assert refused.stdout == ""
+        assert refused.stderr.startswith("[ERROR] ")
+        assert refused.stderr.rstrip().endswith("unknown flag: --reveal")
+    assert values["credential-id"] == KNOWN_FIELDS["credential_id"]  # never concealed
+    assert _fake_op_run("--version").stdout == fake_op.version + "\n"
+
+
+def test_an_op_that_claims_2_30_but_refuses_reveal(fake_op: FakeOp) -> None:
+    # What an old op behind a wrapper that prints a newer version would answer.
+    fake_op.use_version("2.31.1")
+    fake_op.update(stderr="unknown flag: --reveal", exit=1)
+    message = str(_error(_backend(fake_op)))
+    assert "op refused --reveal although `op --version` said 2.31.1" in message
+    assert "check that the op on PATH is the 1Password CLI it claims to be" in message
+
+
+def test_reveal_is_passed_exactly_when_op_conceals_without_it(fake_op: FakeOp) -> None:
+    assert _backend(fake_op).load().credential_secret == KNOWN_SECRET
+    assert ("--reveal" in fake_op.item_runs[0]) is fake_op.reveals
+
+
+@pytest.mark.parametrize("version", ["2.29.0", "2.30.0", "2.31.1"])
+def test_the_version_boundary_of_reveal(fake_op: FakeOp, version: str) -> None:
+    fake_op.use_version(version)
+    assert _backend(fake_op).load().credential_secret == KNOWN_SECRET
+    assert ("--reveal" in fake_op.item_runs[0]) is (version >= "2.30")
+
+
+def test_the_version_is_probed_once_per_process(fake_op: FakeOp) -> None:
+    backend = _backend(fake_op)
+    for _ in range(3):
+        backend.load()
+    assert fake_op.runs.count(["--version"]) == 1
+    assert len(fake_op.item_runs) == 3
+
+
+def test_an_op_upgraded_in_place_is_probed_again(
+    fake_op: FakeOp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _backend(fake_op)
+    backend.load()
+    # Install another op at the same path (a copy, so its mtime differs), now 2.31.1.
+    monkeypatch.setenv("FAKE_OP_VERSION", "2.31.1")
+    installed = Path(shutil.which("op") or "op")
+    installed.unlink()
+    shutil.copy(FAKE_OP, installed)
+    os.utime(installed, ns=(time.time_ns(), time.time_ns() + 10**9))
+    backend.load()
+    assert fake_op.runs.count(["--version"]) == 2
+    assert fake_op.item_runs[-1][-1] == "--reveal"
+
+
+@pytest.mark.parametrize("version", ["2.17.1", "2.0.0", "1.12.4"])
+def test_an_op_older_than_service_accounts_is_refused_naming_the_minimum(
+    fake_op: FakeOp, version: str
+) -> None:
+    fake_op.use_version(version)
+    message = str(_error(_backend(fake_op)))
+    assert f"the installed 1Password CLI is {version}" in message
+    assert "need op 2.18.0 or later" in message
+    assert fake_op.item_runs == []
+
+
+@pytest.mark.parametrize("printed", ["", "op version unknown\n"])
+def test_an_op_that_prints_no_version(fake_op: FakeOp, printed: str, tmp_path: Path) -> None:
+    fake = tmp_path / "bin-noversion"
+    fake.mkdir()
+    script = fake / "op"
+    script.write_text(f"#!/bin/sh\nprintf '{printed}'\n", encoding="utf-8")
+    script.chmod(0o755)
+    message = str(_error(_backend(fake_op, executable=str(script))))
+    assert "--version printed no version" in message
+
+
+def test_op_version_is_reported_for_check_credentials(fake_op: FakeOp) -> None:
+    assert _backend(fake_op).op_version() == fake_op.version
 
 
 def test_connect_variables_do_not_hijack_the_service_account(
@@ -338,7 +478,7 @@ def test_a_rotated_secret_is_used_after_the_ttl_or_at_once_on_reload(fake_op: Fa
     assert provider.get().credential_secret == ROTATED_SECRET
     fake_op.set_field("credential-secret", KNOWN_SECRET)
     assert provider.reload(provider.get()) == stale
-    assert len(fake_op.runs) == 3
+    assert len(fake_op.item_runs) == 3
 
 
 def test_twenty_concurrent_requests_run_op_once(fake_op: FakeOp) -> None:
@@ -358,7 +498,7 @@ def test_twenty_concurrent_requests_run_op_once(fake_op: FakeOp) -> None:
         thread.join(10)
     assert len(results) == 20
     assert {r.credential_secret for r in results} == {KNOWN_SECRET}
-    assert fake_op.runs == [ITEM_GET]
+    assert fake_op.item_runs == [item_get(fake_op)]
 
 
 def test_a_failing_op_runs_once_for_a_pile_of_requests(fake_op: FakeOp) -> None:
@@ -380,7 +520,7 @@ def test_a_failing_op_runs_once_for_a_pile_of_requests(fake_op: FakeOp) -> None:
     with pytest.raises(CredentialsError):
         provider.get()  # still within the cooldown: no new run
     assert len(errors) == 20
-    assert len(fake_op.runs) == 1
+    assert len(fake_op.item_runs) == 1
 
 
 # --- secret hygiene -------------------------------------------------------------------

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
 from fixtures_app import (
     ACCESS_TOKEN,
     CREDENTIAL_SECRET,
+    GET_ITEMS_URL,
     PARTNER_TAG,
     USER_TOKEN,
     make_item,
     post_import,
 )
-from flask import Flask, abort
+from flask import Flask, abort, g
 
+from arda_amazon_bp import blueprint, hookimpl
 from arda_amazon_bp.errors import ERROR_STATUSES, ErrorCode
 
 US_LINK = "https://www.amazon.com/dp/B0TESTAAA1"
@@ -125,6 +129,39 @@ def test_auth_disabled_lets_demo_requests_through(make_app, amazon, caplog):
     assert post_import(app.test_client(), {"url": US_LINK}).status_code == 200
 
 
+class Answers:
+    """An auth plugin that answers ``principal`` for every request."""
+
+    def __init__(self, principal: Any) -> None:
+        self.principal = principal
+
+    @hookimpl
+    def arda_amazon_authenticate(self, request: Any) -> Any:
+        return self.principal
+
+
+@pytest.mark.parametrize("principal", [False, "", 0, 0.0, {}, [], (), set(), b""], ids=repr)
+def test_every_falsy_principal_is_401(make_app, amazon, principal):
+    # A hook written as `return header == "Bearer good"` answers False for a stranger.
+    app = make_app(auth=False)
+    app.extensions["test_extension"].plugin_manager.register(Answers(principal))
+    amazon.add(make_item("B0TESTAAA1"))
+    for route, body in (("/import", {"url": US_LINK}), ("/import/batch", {"urls": [US_LINK]})):
+        response = app.test_client().post(f"/api/amazon{route}", json=body)
+        assert_envelope(response, 401, "AUTHENTICATION_REQUIRED")
+    assert amazon.get_items_requests() == 0
+
+
+def test_a_truthy_principal_passes_and_is_kept_for_the_view(make_app, amazon):
+    app = make_app(auth=False, AMAZON_PRINCIPAL_LIMITS="10/day")
+    app.extensions["test_extension"].plugin_manager.register(Answers({"id": "u-7"}))
+    amazon.add(make_item("B0TESTAAA1"))
+    with app.test_client() as client:
+        assert post_import(client, {"url": US_LINK}).status_code == 200
+        assert g.amazon_principal == {"id": "u-7"}
+        assert g.amazon_principal_key == "u-7"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -178,6 +215,58 @@ def test_url_of_exactly_2048_chars_after_trimming_is_accepted_by_validation(clie
     )
     amazon.add(make_item("B0TESTAAA1"))
     assert post_import(client, {"url": f"  {url}\n"}).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/api/amazon/import", "/api/amazon/import/batch"])
+def test_a_1mb_body_without_a_host_limit_is_413_before_parsing(make_app, monkeypatch, route):
+    app = make_app()
+    assert app.config.get("MAX_CONTENT_LENGTH") is None
+    parsed: list[int] = []
+    original = blueprint._BodyParser._raw_load_json
+
+    def spy(self: Any, req: Any) -> Any:
+        parsed.append(1)
+        return original(self, req)
+
+    monkeypatch.setattr(blueprint._BodyParser, "_raw_load_json", spy)
+    body = json.dumps({"urls": [US_LINK] * 30_000, "url": US_LINK})
+    assert len(body) > 1_000_000
+    started = time.monotonic()
+    response = app.test_client().post(
+        route,
+        data=body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {USER_TOKEN}"},
+    )
+    assert time.monotonic() - started < 2  # a bound, not a benchmark: it was 9 s for 25 MB
+    assert_envelope(response, 413, "INVALID_REQUEST")
+    assert parsed == []  # refused before a byte was parsed
+    # Just under the cap the body is parsed as usual (and refused for its content).
+    small = app.test_client().post(
+        route,
+        data=json.dumps({"pad": "x" * 60_000}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {USER_TOKEN}"},
+    )
+    assert_envelope(small, 400, "INVALID_REQUEST")
+    assert parsed == [1]
+
+
+def test_the_body_cap_holds_before_an_auth_hook_could_read_the_body(app):
+    response = app.test_client().post(
+        "/api/amazon/import", data=b"x" * 100_000, content_type="application/json"
+    )
+    assert_envelope(response, 413, "INVALID_REQUEST")
+
+
+def test_the_lower_of_the_two_body_limits_wins(make_app):
+    app = make_app(MAX_CONTENT_LENGTH=10_000_000, AMAZON_MAX_BODY_BYTES=1000)
+    response = post_import(
+        app.test_client(),
+        {"url": "x" * 2000},
+        headers={"Authorization": f"Bearer {USER_TOKEN}"},
+    )
+    assert_envelope(response, 413, "INVALID_REQUEST")
 
 
 def test_oversized_body_is_413_in_the_envelope(make_app):
@@ -292,7 +381,9 @@ def test_unexpected_exception_is_500_with_request_id_and_no_traceback(
     response = post_import(client, {"url": US_LINK})
     error = assert_envelope(response, 500, "INTERNAL_ERROR")
     assert "boom" not in response.get_data(as_text=True)
-    assert error["details"]["requestId"] in caplog.text  # the log line names the request
+    failure = [r for r in caplog.records if r.exc_info]
+    assert failure, "the unexpected exception was not logged"
+    assert {r.request_id for r in failure} == {error["details"]["requestId"]}  # names the request
 
 
 def test_every_error_code_has_a_test_above():
@@ -334,3 +425,38 @@ def test_openapi_document_lists_routes_schemas_and_errors(app: Flask):
     assert operation["responses"]["502"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "AmazonImportError"
     )
+
+
+def test_two_requests_coalesced_into_one_failing_call_each_get_their_own_request_id(client, amazon):
+    """One error object answers every waiter of a call; each body must be built apart."""
+    lookup = client.application.extensions["arda_amazon_bp"].lookup
+    release = threading.Event()
+
+    def failing(request: Any, context: Any) -> dict[str, Any]:
+        release.wait(10)  # held until both requests wait on this very call
+        context.status_code = 500
+        return {"errors": [{"code": "InternalFailure", "message": "try later"}]}
+
+    amazon.mocker.post(GET_ITEMS_URL, json=failing)
+    responses: dict[str, Any] = {}
+
+    def run(request_id: str) -> None:
+        responses[request_id] = post_import(
+            client, {"url": US_LINK}, headers={"X-Request-ID": request_id}
+        )
+
+    threads = [threading.Thread(target=run, args=(rid,)) for rid in ("req-a", "req-b")]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while lookup.waiting.waiting < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the second has joined the first's call by now (checked below)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert amazon.get_items_requests() == 1  # one call, one shared error object
+    for request_id in ("req-a", "req-b"):
+        error = assert_envelope(responses[request_id], 502, "AMAZON_UPSTREAM_UNAVAILABLE")
+        assert error["details"]["requestId"] == request_id
+        assert responses[request_id].headers["X-Request-ID"] == request_id

@@ -238,7 +238,23 @@ def test_check_credentials_through_the_fake_op(fake_op: FakeOp) -> None:
     result = run(app, "check-credentials")
     assert result.exit_code == 0
     assert "OnePasswordBackend(vault='Arda-DevOAM', item='Amazon Creators API')" in result.stdout
-    assert len(fake_op.runs) == 1
+    assert f"op version:    {fake_op.version}\n" in result.stdout
+    assert len(fake_op.item_runs) == 1
+    body = json.loads(run(app, "check-credentials", "--json").stdout)
+    assert body["opVersion"] == fake_op.version
+    assert body["ok"] is True
+
+
+def test_check_credentials_reports_an_op_too_old(fake_op: FakeOp) -> None:
+    fake_op.use_version("2.17.0")
+    app, _ = make_app(
+        OnePasswordBackend(fake_op.vault, fake_op.item), AMAZON_CREDENTIALS_BACKEND="onepassword"
+    )
+    result = run(app, "check-credentials")
+    assert result.exit_code == 1
+    assert "op version:    unknown (the installed 1Password CLI is 2.17.0" in result.stdout
+    assert "need op 2.18.0 or later" in result.stderr
+    assert fake_op.item_runs == []
 
 
 @pytest.mark.parametrize(

@@ -22,12 +22,41 @@ def test_defaults_fill_unset_keys_only():
 
 def test_unset_key_falls_back_to_env_parsed_as_json(monkeypatch):
     monkeypatch.setenv("AMAZON_HTTP_TIMEOUT", "[2, 5]")
-    monkeypatch.setenv("AMAZON_IMPORT_AUTH_DISABLED", "true")
+    monkeypatch.setenv("AMAZON_MAX_WAITING", "3")
     monkeypatch.setenv("AMAZON_RATE_LIMITS", "2/second;100/day")  # not JSON: kept as text
+    monkeypatch.setenv("AMAZON_PRINCIPAL_LIMITS", "30/minute;500/day")
     result = settings()
     assert result.http_timeout == (2.0, 5.0)
-    assert result.auth_disabled is True
+    assert result.max_waiting == 3
     assert result.rate_limits == "2/second;100/day"
+    assert result.principal_limits == "30/minute;500/day"
+
+
+def test_new_keys_default_to_no_budget_derived_waiting_and_64_kib():
+    result = settings()
+    assert result.principal_limits is None
+    assert result.max_waiting is None
+    assert result.max_body_bytes == 65_536
+
+
+@pytest.mark.parametrize("value", ["true", "1", "yes", "maybe"])
+def test_auth_disabled_in_the_environment_only_is_refused(monkeypatch, value):
+    monkeypatch.setenv("AMAZON_IMPORT_AUTH_DISABLED", value)
+    with pytest.raises(ConfigError, match=r"environment only.*app's own config"):
+        settings()
+
+
+def test_auth_disabled_false_in_the_environment_is_ignored(monkeypatch):
+    monkeypatch.setenv("AMAZON_IMPORT_AUTH_DISABLED", "false")
+    assert settings().auth_disabled is False
+
+
+def test_auth_disabled_from_app_config_wins_and_the_environment_is_not_read(monkeypatch):
+    monkeypatch.setenv("AMAZON_IMPORT_AUTH_DISABLED", "true")
+    assert settings(AMAZON_IMPORT_AUTH_DISABLED=True).auth_disabled is True
+    assert settings(AMAZON_IMPORT_AUTH_DISABLED=False).auth_disabled is False
+    # read() (keys looked up after init_app) never takes it from the environment either.
+    assert Settings.from_config({}).auth_disabled is False
 
 
 def test_app_config_wins_over_env(monkeypatch):
@@ -62,6 +91,10 @@ def test_http_timeout_takes_a_number_or_a_pair(value, expected):
         ("AMAZON_IMPORT_AUTH_DISABLED", "maybe"),
         ("AMAZON_MAX_ITEMS_PER_CALL", 11),
         ("AMAZON_MAX_ITEMS_PER_CALL", 2.5),
+        ("AMAZON_MAX_WAITING", 0),
+        ("AMAZON_MAX_WAITING", 1.5),
+        ("AMAZON_MAX_BODY_BYTES", 0),
+        ("AMAZON_PRINCIPAL_LIMITS", 30),
     ],
 )
 def test_bad_values_raise_naming_the_key(key, value):

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from typing import Any
 
-import creators_sandbox as cs
 import fixtures_sandbox
 import pytest
 import requests
-from fixtures_sandbox import SANDBOX_SCRIPT, SandboxHandle, sandbox_subprocess
+from fixtures_sandbox import SANDBOX_COMMAND, SandboxHandle, sandbox_subprocess
 
-# tests/conftest.py imports these too; binding them here keeps the module self-contained.
+from arda_amazon_bp.testing import sandbox as cs
+
+# tests/conftest.py imports these too; binding them here keeps the module self-contained
+# (their base fixtures come from the package's pytest plugin).
 sandbox_server = fixtures_sandbox.sandbox_server
 sandbox = fixtures_sandbox.sandbox
 
@@ -848,7 +849,7 @@ def test_serve_in_thread_binds_loopback_only() -> None:
 
 def test_cli_refuses_a_non_loopback_host() -> None:
     result = subprocess.run(
-        [sys.executable, str(SANDBOX_SCRIPT), "--host", "0.0.0.0"],
+        [*SANDBOX_COMMAND, "--host", "0.0.0.0"],
         capture_output=True,
         timeout=30,
         check=False,

@@ -375,6 +375,7 @@ class _VaultPlugin:
 def test_builtins_are_offered_by_their_modules() -> None:
     offered = available_backends(make_plugin_manager())
     assert {name: plugin for name, (_, plugin) in offered.items()} == {
+        "config": "arda_amazon_bp.backends.config",
         "env": "arda_amazon_bp.backends.env",
         "file": "arda_amazon_bp.backends.file",
         "onepassword": "arda_amazon_bp.backends.onepassword",
@@ -395,7 +396,7 @@ def test_an_unknown_backend_lists_the_available_names() -> None:
         backend_from_plugins(make_plugin_manager(), "onepasword", {})
     message = str(info.value)
     assert "AMAZON_CREDENTIALS_BACKEND='onepasword'" in message
-    assert "available: env, file, onepassword" in message
+    assert "available: config, env, file, onepassword" in message
 
 
 def test_two_plugins_offering_one_name_are_both_named() -> None:

@@ -15,7 +15,12 @@ Markers in the Markdown (HTML comments, invisible when rendered) say what to che
     ``N`` (default 0) with every ``TEXT`` in its output;
 ``<!-- docs-check: skip reason=TEXT -->``
     the ``sh`` block that follows is deliberately not run (every other ``sh`` block
-    must be marked ``run``).
+    must be marked ``run``);
+``<!-- docs-check: file NAME -->``
+    the ``python`` block that follows is file ``NAME`` of a host project: the files of
+    one document are written into an empty directory and its ``test_*.py`` files are run
+    there with pytest, as a host would run them (every ``python`` block of
+    docs/testing-your-integration.md must be one).
 
 Runnable blocks run against the sandbox Creators API (over loopback HTTP), the example
 BFF and a fake ``op``: ``flask`` commands in a shell with ``FLASK_APP`` naming the
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import fnmatch
 import inspect
 import json
 import os
@@ -45,9 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import creators_sandbox as cs
 import pytest
 import test_faults
+from arda_amazon_bp.backends.op_cli import MINIMUM_VERSION as MINIMUM_OP
+from arda_amazon_bp.backends.op_cli import REVEAL_VERSION as REVEAL_OP
 from fixtures_credentials import FAKE_OP, make_op_token
 from fixtures_sandbox import SandboxHandle
 from flask import Flask
@@ -58,6 +65,8 @@ from arda_amazon_bp.config import DEFAULTS
 from arda_amazon_bp.errors import ERROR_STATUSES, ErrorCode, UpstreamReason
 from arda_amazon_bp.links import SHORT_LINK_HOSTS, parse_product_link
 from arda_amazon_bp.marketplaces import MARKETPLACES, UNSUPPORTED_STORES
+from arda_amazon_bp.testing import sandbox as cs
+from arda_amazon_bp.tokens import TOKEN_SCOPES, TOKEN_URLS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -67,7 +76,10 @@ RUNBOOK_MD = DOCS / "runbook.md"
 PLUGINS_MD = DOCS / "plugins.md"
 RELIABILITY_MD = DOCS / "reliability.md"
 PERFORMANCE_MD = DOCS / "performance.md"
-TESTING_MD = DOCS / "testing.md"
+SUITE_MD = DOCS / "testing.md"
+TESTING_MD = DOCS / "testing-your-integration.md"
+METRICS_MD = DOCS / "metrics.md"
+SECURITY_MD = DOCS / "security.md"
 DOC_FILES = (
     API_MD,
     CONFIG_MD,
@@ -75,7 +87,10 @@ DOC_FILES = (
     PLUGINS_MD,
     RELIABILITY_MD,
     PERFORMANCE_MD,
+    SUITE_MD,
     TESTING_MD,
+    METRICS_MD,
+    SECURITY_MD,
 )
 README = ROOT / "README.md"
 PLUGIN_EXAMPLE = ROOT / "examples" / "plugin_example"
@@ -337,6 +352,34 @@ def cli_problems(commands: Iterable[str], blocks: list[Block]) -> list[str]:
     ]
 
 
+#: How the runbook may run a console command (``arda-amazon NAME``); both forms must appear.
+CONSOLE_FORMS = ("arda-amazon", "python -m arda_amazon_bp")
+
+
+def console_problems(commands: Mapping[str, Any], blocks: list[Block]) -> list[str]:
+    """Console commands (``arda_amazon_bp.__main__.main``) no runnable block of the
+    runbook runs, in each of :data:`CONSOLE_FORMS`."""
+    ran = "\n".join(block.body for block in blocks if block.kind == "run")
+    return [
+        f"`{form} {name}` is not in a runnable block of runbook.md"
+        for name in commands
+        for form in CONSOLE_FORMS
+        if not re.search(rf"(?<![\w-]){re.escape(form)} {re.escape(name)}\b", ran)
+    ]
+
+
+def option_problems(prefix: str, commands: Mapping[str, Any], text: str) -> list[str]:
+    """Long options of click ``commands`` that ``text`` (the runbook) never names."""
+    return [
+        f"option {option} of `{prefix} {name}` is not documented in runbook.md"
+        for name, command in commands.items()
+        for param in command.params
+        for option in param.opts
+        if option.startswith("--")
+        and not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text)
+    ]
+
+
 def config_keys_in_code(sources: Iterable[Path]) -> set[str]:
     """``AMAZON_*`` names the package reads, besides DEFAULTS (error codes excluded)."""
     codes = {code.value for code in ErrorCode}
@@ -403,6 +446,11 @@ def fault_table_problems(
         if name not in wanted
     ]
     return problems
+
+
+def op_version(version: tuple[int, int, int]) -> str:
+    """``(2, 18, 0)`` → ``"2.18"``: how the runbook names a minimum op version."""
+    return f"{version[0]}.{version[1]}"
 
 
 # --- registries against the docs ------------------------------------------------------------
@@ -477,6 +525,105 @@ def test_every_cli_command_is_run_by_the_runbook() -> None:
     assert cli_problems(amazon_cli.commands, marked_blocks(RUNBOOK_MD)) == []
 
 
+def test_every_console_command_and_option_is_in_the_runbook() -> None:
+    from arda_amazon_bp.__main__ import main
+    from arda_amazon_bp.cli import amazon_cli
+
+    assert "check-vaults" in main.commands
+    runbook = RUNBOOK_MD.read_text(encoding="utf-8")
+    assert console_problems(main.commands, marked_blocks(RUNBOOK_MD)) == []
+    assert option_problems("arda-amazon", main.commands, runbook) == []
+    assert option_problems("flask amazon", amazon_cli.commands, runbook) == []
+
+
+def test_the_console_script_is_the_documented_entry_point() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg", encoding="utf-8")
+    scripts = parser["options.entry_points"]["console_scripts"].split("\n")
+    assert "arda-amazon = arda_amazon_bp.__main__:main" in [s.strip() for s in scripts]
+
+
+def test_drift_an_unrun_console_command_or_undocumented_option_is_reported() -> None:
+    import click
+
+    from arda_amazon_bp.__main__ import main
+
+    blocks = marked_blocks(RUNBOOK_MD)
+    commands = {**main.commands, "rotate-token": click.Command("rotate-token")}
+    assert console_problems(commands, blocks) == [
+        "`arda-amazon rotate-token` is not in a runnable block of runbook.md",
+        "`python -m arda_amazon_bp rotate-token` is not in a runnable block of runbook.md",
+    ]
+    gate = main.commands["check-vaults"]
+    extended = click.Command(
+        "check-vaults", params=[*gate.params, click.Option(["--vault-prefix"])]
+    )
+    text = RUNBOOK_MD.read_text(encoding="utf-8")
+    assert option_problems("arda-amazon", {"check-vaults": extended}, text) == [
+        "option --vault-prefix of `arda-amazon check-vaults` is not documented in runbook.md"
+    ]
+    # "--partition" inside "--partitions" is not a mention of it.
+    assert option_problems("arda-amazon", {"check-vaults": gate}, "--partitions --item") == [
+        "option --partition of `arda-amazon check-vaults` is not documented in runbook.md",
+        "option --marketplace of `arda-amazon check-vaults` is not documented in runbook.md",
+        "option --json of `arda-amazon check-vaults` is not documented in runbook.md",
+    ]
+
+
+_TEST_REFERENCE = re.compile(r"`(tests/test_\w+\.py)::(test_\w+)(?:\[[^\]`]*\])?`")
+
+
+def named_tests(markdown: str) -> list[tuple[str, str]]:
+    """Every ``tests/<file>.py::<test>`` a page names (parametrize ids dropped)."""
+    return _TEST_REFERENCE.findall(markdown)
+
+
+def missing_tests(references: Iterable[tuple[str, str]], root: Path = ROOT) -> list[str]:
+    """References to a test file or a top-level test function that does not exist."""
+    import ast
+
+    defined: dict[str, set[str]] = {}
+    problems = []
+    for path, name in references:
+        if path not in defined:
+            source = root / path
+            tree = ast.parse(source.read_text(encoding="utf-8")) if source.exists() else None
+            defined[path] = {
+                node.name
+                for node in (tree.body if tree is not None else [])
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            }
+        if name not in defined[path]:
+            problems.append(f"{path}::{name} is named in security.md but does not exist")
+    return problems
+
+
+def test_every_test_named_in_security_md_exists() -> None:
+    references = named_tests(SECURITY_MD.read_text(encoding="utf-8"))
+    assert len(references) >= 40
+    # Each actor of the threat model has its controls, each with a test.
+    text = SECURITY_MD.read_text(encoding="utf-8")
+    for actor in ("Anonymous caller", "Signed-in user", "Operator", "Amazon", "1Password"):
+        assert f"### {actor}" in text, actor
+    for suite in ("test_ssrf.py", "test_secrets.py", "test_hostile_input.py"):
+        assert any(path == f"tests/{suite}" for path, _ in references), suite
+    assert missing_tests(references) == []
+
+
+def test_drift_a_test_named_in_security_md_that_is_gone_is_reported() -> None:
+    references = named_tests(
+        "`tests/test_blueprint.py::test_every_falsy_principal_is_401[False]` and "
+        "`tests/test_blueprint.py::test_a_control_nobody_wrote` and "
+        "`tests/test_nowhere.py::test_x`"
+    )
+    assert references[0] == ("tests/test_blueprint.py", "test_every_falsy_principal_is_401")
+    assert missing_tests(references) == [
+        "tests/test_blueprint.py::test_a_control_nobody_wrote is named in security.md but "
+        "does not exist",
+        "tests/test_nowhere.py::test_x is named in security.md but does not exist",
+    ]
+
+
 def test_headers_details_and_the_vault_layout_are_documented() -> None:
     api = API_MD.read_text(encoding="utf-8")
     for name in (
@@ -500,6 +647,21 @@ def test_headers_details_and_the_vault_layout_are_documented() -> None:
     assert f"**`{onepassword.DEFAULT_ITEM}`**" in runbook
     assert "`OP_SERVICE_ACCOUNT_TOKEN`" in runbook
     assert "amazon_upstream_event event=associate_not_eligible" in runbook
+    # The deploy story: where the token lives, what it reads, the gate, the supported op.
+    for text in (
+        "GitHub organisation secret",
+        "`amm.yml`",
+        "`Arda-SystemsOAM`",
+        "Gate 1c",
+        "us-east-2",
+        "`amm.sh --region us-east-2 …`",
+        "### 3.3 Rotating `OP_SERVICE_ACCOUNT_TOKEN`",
+        "**Annual sales requirement**",
+        "**Sponsored-affiliate-content rule**",
+        f"1Password CLI {op_version(MINIMUM_OP)} or later",
+        f"passes `--reveal` exactly from {op_version(REVEAL_OP)} on",
+    ):
+        assert text in runbook, text
 
 
 def test_the_link_forms_match_the_parser() -> None:
@@ -537,7 +699,9 @@ def test_every_marker_is_understood() -> None:
     schema_names = {schema.__name__ for schema in _schemas()}
     for path in DOC_FILES:
         for block in marked_blocks(path):
-            assert block.kind in ("table", "schema", "include", "run", "skip"), block.where
+            assert block.kind in ("table", "schema", "include", "run", "skip", "file"), block.where
+            if block.kind == "file":
+                assert block.lang == "python" and len(block.args) == 1, block.where
             if block.kind == "table":
                 assert tables.get(block.args[0]) == path, block.where
             if block.kind == "schema":
@@ -856,7 +1020,7 @@ def run_block(block: Block, env: DocsEnv, cwd: Path) -> None:
     assert cs.DEMO_CREDENTIAL_SECRET not in output, f"{block.where}: the secret was printed"
 
 
-@pytest.mark.parametrize("doc", [API_MD, CONFIG_MD, RUNBOOK_MD], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [API_MD, CONFIG_MD, RUNBOOK_MD, METRICS_MD], ids=lambda p: p.name)
 def test_the_commands_in_the_docs_run(doc: Path, docs_env: DocsEnv, tmp_path: Path) -> None:
     """Every runnable block of ``doc``, in order, in one fresh working directory."""
     blocks = [b for b in marked_blocks(doc) if b.kind == "run"]
@@ -1130,7 +1294,13 @@ def run_snippet(code: str, namespace: dict[str, Any]) -> None:
 def test_every_python_and_ini_block_of_plugins_md_is_run() -> None:
     # Each phrase names one snippet that a test below (or the plugin-example test) runs;
     # a new snippet must get a test too.
-    phrases = ["amazon.init_app(app, api)", "class Pager", "app.config.update("]
+    phrases = [
+        "amazon.init_app(app, api)                     #",
+        "def create_app()",
+        "class BySubject",
+        "class Pager",
+        "app.config.update(",
+    ]
     snippets = plugins_md_snippets("python")
     assert len(snippets) == len(phrases)
     assert all(sum(phrase in body for body in snippets) == 1 for phrase in phrases)
@@ -1172,10 +1342,8 @@ def test_plugins_md_registering_a_backend_plugin_before_init_app(
         "app": app,
         "api": Api(app),
     }
-    run_snippet(plugins_md_snippet("amazon.init_app(app, api)"), namespace)
+    run_snippet(plugins_md_snippet("amazon.init_app(app, api)                     #"), namespace)
     try:
-        state = app.extensions["arda_amazon_bp"]
-        assert state.plugin_manager is namespace["amazon"].plugin_manager
         checked = app.test_cli_runner().invoke(args=["amazon", "check-credentials"])
         assert checked.exit_code == 0, checked.output
         assert "backend:       my-vault" in checked.output
@@ -1199,6 +1367,45 @@ def test_plugins_md_pager_pages_on_eligibility_loss_only() -> None:
     hook(name="credentials_rejected", details={"status": 401})
     hook(name="associate_not_eligible", details={"status": 403})
     assert paged == [("Amazon Creators API access lost", {"status": 403})]
+
+
+def test_plugins_md_app_factory_registers_a_plugin_for_its_app() -> None:
+    from flask_smorest import Api
+
+    from arda_amazon_bp import AmazonImport, hookimpl
+
+    class BffAuth:
+        @hookimpl
+        def arda_amazon_authenticate(self, request: Any) -> Any:
+            return {"sub": "u1"} if request.headers.get("X-User") else None
+
+    namespace: dict[str, Any] = {"AmazonImport": AmazonImport, "Api": Api, "BffAuth": BffAuth}
+    namespace["__name__"] = __name__  # Flask(__name__) finds the app's root from it
+
+    class ConfiguredFlask(Flask):
+        """Flask with the Api settings the snippet's host keeps elsewhere."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.update(API_TITLE="Host", API_VERSION="1", OPENAPI_VERSION="3.0.3")
+
+    namespace["Flask"] = ConfiguredFlask
+    run_snippet(plugins_md_snippet("def create_app()"), namespace)
+    app = namespace["create_app"]()
+    try:
+        refused = app.test_client().post("/api/amazon/import", json={"url": "x"})
+        assert refused.status_code == 401  # BffAuth is this app's authenticator
+    finally:
+        namespace["amazon"].close(app)
+
+
+def test_plugins_md_principal_key_plugin_keys_by_subject() -> None:
+    from arda_amazon_bp import AmazonImport, hookimpl
+
+    namespace: dict[str, Any] = {"hookimpl": hookimpl, "amazon": AmazonImport()}
+    run_snippet(plugins_md_snippet("class BySubject"), namespace)
+    hook = namespace["amazon"].plugin_manager.hook.arda_amazon_principal_key
+    assert hook(principal={"sub": "user-7", "name": "Ann"}) == "user-7"
 
 
 # --- the plugin example, installed through a real entry point ------------------------------------
@@ -1321,3 +1528,203 @@ def test_the_plugin_example_is_a_valid_setuptools_project() -> None:
     assert options["options"]["entry_points"] == {
         "arda_amazon_bp": ["example = arda_example_plugin"]
     }
+
+
+# --- architecture.md: the module map, the token table, nothing cited outside the repo ---------
+
+ARCHITECTURE_MD = DOCS / "architecture.md"
+#: What docs and comments once cited outside the repository; spelled in two parts so that
+#: this file does not match itself.
+_OUTSIDE_REFERENCE = re.compile(r"DESIGN" + r"\.md|\.\./" + r"shared")
+
+
+def _section(text: str, heading: str) -> str:
+    """The body of the Markdown section ``heading`` (a whole line), up to the next one
+    of the same or a higher level."""
+    level = heading.split(" ", 1)[0]
+    body = text.split("\n" + heading + "\n", 1)[1]
+    return re.split(rf"\n#{{1,{len(level)}}} ", body, maxsplit=1)[0]
+
+
+def _first_table(section: str) -> list[dict[str, str]]:
+    return parse_table(section[section.index("\n|") + 1 :])
+
+
+def package_modules() -> set[str]:
+    return {
+        path.relative_to(ROOT).as_posix()
+        for package in ("arda_amazon_bp", "backends")
+        for path in (ROOT / package).rglob("*.py")
+    }
+
+
+def module_map_problems(modules: Iterable[str], architecture_md: str) -> list[str]:
+    rows = _first_table(_section(architecture_md, "## Module map"))
+    listed = [code_value(row["module"]) for row in rows]
+    problems = [f"{m}: not in the module map" for m in sorted(set(modules) - set(listed))]
+    problems += [f"{m}: in the module map but not a module" for m in listed if m not in modules]
+    problems += [f"{row['module']}: no job" for row in rows if not row["job"].strip()]
+    return problems
+
+
+def outside_references(root: Path) -> list[str]:
+    """``path:line`` of every mention of a file outside the repository, in every file
+    git would track (``.git`` and what ``.gitignore`` names are skipped)."""
+    patterns = [".git"] + [
+        line.strip().rstrip("/")
+        for line in (root / ".gitignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    found: list[str] = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not any(fnmatch.fnmatch(d, p) for p in patterns)]
+        for name in files:
+            if any(fnmatch.fnmatch(name, p) for p in patterns):
+                continue
+            path = Path(directory, name)
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            for number, line in enumerate(text.splitlines(), 1):
+                if _OUTSIDE_REFERENCE.search(line):
+                    found.append(f"{path.relative_to(root).as_posix()}:{number}")
+    return found
+
+
+def test_the_module_map_names_every_module_with_its_job() -> None:
+    text = ARCHITECTURE_MD.read_text(encoding="utf-8")
+    assert module_map_problems(package_modules(), text) == []
+
+
+def test_drift_a_module_missing_from_the_map_is_reported() -> None:
+    text = ARCHITECTURE_MD.read_text(encoding="utf-8")
+    modules = package_modules()
+    assert module_map_problems({*modules, "arda_amazon_bp/new.py"}, text) == [
+        "arda_amazon_bp/new.py: not in the module map"
+    ]
+    assert module_map_problems(modules - {"arda_amazon_bp/tokens.py"}, text) == [
+        "arda_amazon_bp/tokens.py: in the module map but not a module"
+    ]
+
+
+def test_the_token_endpoints_in_architecture_md_are_the_code_s() -> None:
+    section = _section(ARCHITECTURE_MD.read_text(encoding="utf-8"), "### Credentials and tokens")
+    rows = {code_value(row["version"]): row for row in _first_table(section)}
+    assert {v: code_value(row["token endpoint"]) for v, row in rows.items()} == TOKEN_URLS
+    for version, row in rows.items():
+        family = "cognito" if version.startswith("2.") else "lwa"
+        assert code_value(row["scope"]) == TOKEN_SCOPES[family], version
+        assert row["body"] == ("form-encoded" if family == "cognito" else "JSON"), version
+
+
+def test_the_architecture_doc_is_linked_from_the_readme() -> None:
+    assert "(docs/architecture.md)" in README.read_text(encoding="utf-8")
+
+
+def test_nothing_in_the_repo_cites_a_file_outside_it() -> None:
+    assert outside_references(ROOT) == []
+
+
+def test_drift_a_reference_outside_the_repo_is_reported(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text(".venv/\n", encoding="utf-8")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("x = 1\n# see DESIGN" + ".md §6\n")
+    (tmp_path / "README.md").write_text("Read ../" + "shared first.\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "other.py").write_text("# DESIGN" + ".md of a dependency\n")
+    assert sorted(outside_references(tmp_path)) == ["README.md:1", "pkg/mod.py:2"]
+
+
+# --- docs/testing-your-integration.md: the host tests run, as a host runs them ---------------
+
+
+def host_files(path: Path) -> dict[str, str]:
+    """The ``docs-check: file NAME`` blocks of ``path``: file name -> content."""
+    files = {b.args[0]: b.body for b in marked_blocks(path) if b.kind == "file"}
+    assert len(files) == len([b for b in marked_blocks(path) if b.kind == "file"]), "same name"
+    return files
+
+
+def run_host_tests(files: Mapping[str, str], cwd: Path) -> str:
+    """Write ``files`` into ``cwd`` and run pytest there; fail unless every test passed.
+
+    A fresh interpreter in a directory of its own: the fixture can only come from the
+    installed package's ``pytest11`` entry point, not from this repository's conftest.
+    """
+    for name, content in files.items():
+        (cwd / name).write_text(content, encoding="utf-8")
+    (cwd / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # rootdir: here
+    tests = sum(
+        len(re.findall(r"^def test_", content, flags=re.MULTILINE))
+        for name, content in files.items()
+        if name.startswith("test_")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMAZON_", "PYTEST_"))}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT * 2,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert re.search(rf"\b{tests} passed\b", output), output[-4000:]
+    return output
+
+
+def test_every_python_block_of_the_testing_guide_is_a_host_file() -> None:
+    marked = {b.line + 1 for b in marked_blocks(TESTING_MD) if b.kind == "file"}
+    for line, _ in fenced_blocks(TESTING_MD, "python"):
+        assert line in marked, f"{TESTING_MD.name}:{line}: mark it `docs-check: file NAME`"
+    files = host_files(TESTING_MD)
+    assert "bff.py" in files
+    sandbox_tests = files["test_amazon_import_sandbox.py"]
+    assert (
+        "amazon_sandbox.config" in sandbox_tests and "amazon_sandbox.example_url" in sandbox_tests
+    )
+    assert "requests_mock" in files["test_amazon_import_requests_mock.py"]
+
+
+def test_the_testing_guide_host_tests_pass(tmp_path: Path) -> None:
+    output = run_host_tests(host_files(TESTING_MD), tmp_path)
+    assert "3 passed" in output
+
+
+def test_drift_a_host_test_that_stops_passing_fails(tmp_path: Path) -> None:
+    files = host_files(TESTING_MD)
+    files["test_amazon_import_sandbox.py"] = files["test_amazon_import_sandbox.py"].replace(
+        'assert product["missingFields"] == []', 'assert product["missingFields"] == ["title"]'
+    )
+    with pytest.raises(AssertionError, match="1 failed"):
+        run_host_tests(files, tmp_path)
+
+
+def test_the_guide_shows_the_shape_the_products_module_reads() -> None:
+    # Each Amazon path the requests-mock section names is one products.py reads.
+    from arda_amazon_bp import products
+
+    text = TESTING_MD.read_text(encoding="utf-8")
+    source = Path(products.__file__).read_text(encoding="utf-8")
+    for key in (
+        "itemInfo",
+        "byLineInfo",
+        "productInfo",
+        "unitCount",
+        "offersV2",
+        "listings",
+        "pricePerUnit",
+        "displayValue",
+        "displayAmount",
+        "externalIds",
+        "isBuyBoxWinner",
+    ):
+        assert f"{key}" in text and f'"{key}"' in source, key
+    assert TOKEN_URLS["3.1"] in text  # the endpoint the requests-mock example mocks
+    assert "/catalog/v1/getItems" in text
+
+
+def test_the_readme_links_the_testing_guide() -> None:
+    assert "(docs/testing-your-integration.md)" in README.read_text(encoding="utf-8")

@@ -84,7 +84,7 @@ def test_a_creators_client_in_a_forked_worker_gets_its_own_session_and_locks() -
         return session is not parent_session and client._http() is session
 
     # as if other threads were mid-update when the worker forked
-    with client._state_lock, client._token_lock:
+    with client._state_lock:
         assert run_forked(child)
     assert client._http() is parent_session  # the parent keeps its pooled connections
     client.close()

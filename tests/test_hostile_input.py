@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import creators_sandbox as cs
 import pytest
 from fixtures_app import USER_TOKEN, AmazonMock, make_item
 from flask import Flask
@@ -31,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arda_amazon_bp.errors import ErrorCode
+from arda_amazon_bp.testing import sandbox as cs
 
 MIB = 1024 * 1024
 AUTH = {"Authorization": f"Bearer {USER_TOKEN}"}
@@ -49,10 +49,14 @@ FUZZ = settings(
 
 @pytest.fixture
 def hostile_app(make_app: Callable[..., Flask], amazon: AmazonMock) -> Flask:
-    """The host app with a 1 MiB body limit and its OpenAPI document served."""
+    """The host app with a 1 MiB body limit and its OpenAPI document served.
+
+    The plugin's own cap is raised to the same 1 MiB, so that bodies between 64 KiB and
+    1 MiB still reach the JSON parser these cases attack."""
     amazon.add(make_item("B0EXAMPLE1"))
     return make_app(
         MAX_CONTENT_LENGTH=MIB,
+        AMAZON_MAX_BODY_BYTES=MIB,
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         AMAZON_RATE_LIMITS="10000/second;100000/day",
@@ -204,7 +208,9 @@ def test_a_2mb_url_is_413_under_the_limit_and_400_without_it(
 ) -> None:
     body = json.dumps({"url": "https://www.amazon.com/dp/B0EXAMPLE1?" + "a" * 2_000_000})
     assert_invalid(send(hostile_app, body), 413)
-    unlimited = make_app()  # MAX_CONTENT_LENGTH unset: the url length check refuses it
+    assert_invalid(send(make_app(), body), 413)  # no host limit: AMAZON_MAX_BODY_BYTES
+    # Neither limit (the plugin's raised): the url length check still refuses it.
+    unlimited = make_app(AMAZON_MAX_BODY_BYTES=10 * MIB)
     started = time.monotonic()
     answer = assert_invalid(send(unlimited, body))
     assert "url" in answer["error"]["details"]["fields"]

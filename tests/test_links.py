@@ -15,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arda_amazon_bp.errors import AmazonImportError, ErrorCode
-from arda_amazon_bp.links import MAX_LINK_LENGTH, ProductRef, parse_product_link
+from arda_amazon_bp.links import (
+    MAX_LINK_LENGTH,
+    ProductRef,
+    ShortLink,
+    find_link,
+    parse_product_link,
+)
 from arda_amazon_bp.marketplaces import MARKETPLACES
 
 UNRECOGNIZED = ErrorCode.UNRECOGNIZED_AMAZON_URL
@@ -199,6 +205,108 @@ def test_real_world_links(text: str, expected: ProductRef) -> None:
     assert parse_product_link(text) == expected
 
 
+# What the Share button and browsers put on the clipboard. The forms follow shared texts
+# found in public repositories (the app's "Check out this deal on Amazon: <title> <link>",
+# its share links carrying ref=cm_sw_r_cp_ud_dp_…&social_share=…, a browser's
+# "Amazon.com: <title>" page title before the link) plus the ways people wrap links.
+SHARE_TOKEN = "cm_sw_r_cp_ud_dp_7EASQPVS6NQETBS6ZRRW"
+SHARE_TEXTS: list[tuple[str, ProductRef | ShortLink]] = [
+    (
+        "Check out this deal on Amazon: Nitrile Gloves, Box of 100 "
+        f"https://www.amazon.com/dp/B0C7NTRL01?ref={SHARE_TOKEN}&ref_={SHARE_TOKEN}"
+        f"&social_share={SHARE_TOKEN}",
+        ProductRef("www.amazon.com", "B0C7NTRL01"),
+    ),
+    (
+        "Check out this deal on Amazon: Nitrile Gloves, Box of 100 https://a.co/d/3V4ITBv",
+        ShortLink("a.co", "/d/3V4ITBv"),
+    ),
+    (
+        "Amazon.com: Nitrile Gloves, Box of 100 : Health & Household\n"
+        "https://www.amazon.com/Nitrile-Gloves-Box-100/dp/B0C7NTRL01/ref=sr_1_3?crid=2X",
+        ProductRef("www.amazon.com", "B0C7NTRL01"),
+    ),
+    (
+        "Raspberry Pi 4 Computer Modell B, 8GB RAM https://amzn.eu/d/5dF49o2",
+        ShortLink("amzn.eu", "/d/5dF49o2"),
+    ),
+    (
+        "パンパース テープ Sサイズ 108枚 https://amzn.asia/d/0hw5G7DL",
+        ShortLink("amzn.asia", "/d/0hw5G7DL"),
+    ),
+    ("Look at this one: https://amzn.in/d/cK3dXyZ!", ShortLink("amzn.in", "/d/cK3dXyZ")),
+    ("Gift idea 🎁 http://amzn.to/2eEPcFk", ShortLink("amzn.to", "/2eEPcFk")),
+    ("\u200eCheck this out https://a.co/d/3V4ITBv\u200f", ShortLink("a.co", "/d/3V4ITBv")),
+    (
+        'He said "https://www.amazon.co.uk/dp/B08N5WRWNW." and left',
+        ProductRef("www.amazon.co.uk", "B08N5WRWNW"),
+    ),
+    ("(see https://www.amazon.de/dp/B09B8V1LZ3)", ProductRef("www.amazon.de", "B09B8V1LZ3")),
+    ("«https://www.amazon.fr/dp/B0ABCDEFGH», merci !", ProductRef("www.amazon.fr", ASIN)),
+    (
+        "これ → 「https://www.amazon.co.jp/dp/4062748681」。",
+        ProductRef("www.amazon.co.jp", "4062748681"),
+    ),
+    ("gloves: www.amazon.com/dp/B0ABCDEFGH, cheap!", ProductRef("www.amazon.com", ASIN)),
+    # The same product twice (the link and its variant) is one product.
+    (
+        "https://www.amazon.com/dp/B0ABCDEFGH or https://www.amazon.com/gp/product/b0abcdefgh?th=1",
+        ProductRef("www.amazon.com", ASIN),
+    ),
+    ("https://a.co/d/3V4ITBv\nhttps://a.co/d/3V4ITBv", ShortLink("a.co", "/d/3V4ITBv")),
+    # Links that are not product links do not count when one product link is there.
+    (
+        "Found via https://example.com/blog and amazon.com: https://www.amazon.com/dp/B0ABCDEFGH",
+        ProductRef("www.amazon.com", ASIN),
+    ),
+    (
+        "Search https://www.amazon.com/s?k=gloves gave https://www.amazon.com/dp/B0ABCDEFGH",
+        ProductRef("www.amazon.com", ASIN),
+    ),
+    # A lone link keeps every rule it had, after trimming what wraps it.
+    ("<https://www.amazon.com/dp/B0ABCDEFGH>", ProductRef("www.amazon.com", ASIN)),
+    ("https://a.co/d/3V4ITBv#top", ShortLink("a.co", "/d/3V4ITBv")),
+    ("AMZN.TO./3xYzAbC", ShortLink("amzn.to", "/3xYzAbC")),
+    ("https://amzn.to", ShortLink("amzn.to", "/")),
+    ("https://amzn.to?x=1", ShortLink("amzn.to", "/?x=1")),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SHARE_TEXTS)
+def test_share_texts(text: str, expected: ProductRef | ShortLink) -> None:
+    assert find_link(text) == expected
+    if isinstance(expected, ProductRef):
+        assert parse_product_link(text) == expected
+    else:
+        with pytest.raises(AmazonImportError) as caught:
+            parse_product_link(text)
+        assert caught.value.code is SHORT
+        assert caught.value.details == {"host": expected.host}
+
+
+def test_a_short_link_is_always_requested_over_https() -> None:
+    assert find_link("http://amzn.to/2eEPcFk").url == "https://amzn.to/2eEPcFk"  # type: ignore[union-attr]
+    assert find_link("a.co/d/3V4ITBv?x=1").url == "https://a.co/d/3V4ITBv?x=1"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://a.co:8443/d/3V4ITBv",
+        "https://user@a.co/d/3V4ITBv",
+        "https://a.co@evil.example/d/3V4ITBv",
+        "https://evil.example/a.co/d/3V4ITBv",
+        "https://www.a.co/d/3V4ITBv",
+        "https://a.co.evil.example/d/3V4ITBv",
+        "Look: https://a.co\\@evil.example/d/3V4ITBv",
+    ],
+)
+def test_only_the_exact_short_hosts_make_a_short_link(text: str) -> None:
+    with pytest.raises(AmazonImportError) as caught:
+        find_link(text)
+    assert caught.value.code is UNRECOGNIZED
+
+
 REFUSALS: list[tuple[str, ErrorCode]] = [
     # Not a link at all.
     ("", UNRECOGNIZED),
@@ -206,10 +314,13 @@ REFUSALS: list[tuple[str, ErrorCode]] = [
     ("\u200e\u200f\ufeff", UNRECOGNIZED),
     ("not a link", UNRECOGNIZED),
     ("B0ABCDEFGH", UNRECOGNIZED),
-    # Prose or several links: the whole text must be the link.
-    ("https://www.amazon.com/dp/B0ABCDEFGH and more text", UNRECOGNIZED),
-    ("Look: https://www.amazon.com/dp/B0ABCDEFGH", UNRECOGNIZED),
+    # Several distinct links, or text holding no link.
     ("https://www.amazon.com/dp/B0ABCDEFGH\nhttps://www.amazon.com/dp/B0ABCDEFGJ", UNRECOGNIZED),
+    ("Compare https://www.amazon.com/dp/B0ABCDEFGH with www.amazon.de/dp/B0ABCDEFGH", UNRECOGNIZED),
+    ("Either https://a.co/d/abc1234 or https://a.co/d/xyz9876", UNRECOGNIZED),
+    ("Same? https://a.co/d/abc1234 https://www.amazon.com/dp/B0ABCDEFGH", UNRECOGNIZED),
+    ("Check out this deal on Amazon", UNRECOGNIZED),
+    ("B0ABCDEFGH is the ASIN", UNRECOGNIZED),
     ("https://www.amazon.com/dp/B0ABCDEFGH\x00", UNRECOGNIZED),
     ("https://www.amazon.com/dp/B0ABCDEFGH\x7f", UNRECOGNIZED),
     ("https://www.amazon.com/dp/B0ABCDEFGH?x=" + "a" * MAX_LINK_LENGTH, UNRECOGNIZED),
@@ -307,13 +418,24 @@ REFUSALS: list[tuple[str, ErrorCode]] = [
     ("https://amzn.in/d/abc1234", SHORT),
     ("https://amzn.com/", SHORT),
     ("https://amzn.com/d/abc1234", SHORT),
+    ("Check out this deal on Amazon: Nitrile Gloves https://a.co/d/3V4ITBv", SHORT),
     ("\u200ehttps://amzn.to/3xYzAbC\u200f", SHORT),
+    # A URL nested inside another URL, a fragment or markup is not a link of its own.
+    ("See https://evil.example/?u=https://www.amazon.com/dp/B0ABCDEFGH", UNRECOGNIZED),
+    ("See https://evil.example/#https://www.amazon.com/dp/B0ABCDEFGH", UNRECOGNIZED),
+    ('Look: <a href="https://www.amazon.com/dp/B0ABCDEFGH">gloves</a>', UNRECOGNIZED),
+    ("Look: [gloves](https://www.amazon.com/dp/B0ABCDEFGH)", UNRECOGNIZED),
+    ("Look: https://www.amazon.com@evil.example/dp/B0ABCDEFGH", UNRECOGNIZED),
+    ("Look: https://amazon.com.evil.example/dp/B0ABCDEFGH", UNRECOGNIZED),
+    ("Look: ftp://www.amazon.com/dp/B0ABCDEFGH", UNRECOGNIZED),
+    ("Look: https://www.amazon.com/s?k=nitrile+gloves", UNRECOGNIZED),
     # Real Amazon stores outside the 22.
     ("https://www.amazon.cn/dp/B0ABCDEFGH", LOCALE),
     ("https://amazon.cn/gp/product/B0ABCDEFGH", LOCALE),
     ("https://www.amazon.co.za/Travel-Mug/dp/B0ABCDEFGH/ref=sr_1_1", LOCALE),
     ("WWW.AMAZON.CO.ZA./dp/b0abcdefgh", LOCALE),
     ("\u200ehttps://www.amazon.cn/dp/0140449132", LOCALE),
+    ("Look at this: https://www.amazon.co.za/dp/B0ABCDEFGH on Amazon", LOCALE),
     # …but a page naming no product there is simply not a product link.
     ("https://www.amazon.cn/", UNRECOGNIZED),
     ("https://www.amazon.co.za/s?k=mug", UNRECOGNIZED),
@@ -504,7 +626,7 @@ def test_format_characters_anywhere_do_not_change_the_result(
 # --- edges found by mutation testing (docs/testing.md) -----------------------------------
 
 REVIEW = "https://www.amazon.com/gp/customer-reviews"
-NO_OTHER_TEXT = "Paste just the Amazon product link, with no other text."
+CONTROL = "That text contains control characters; paste just the link."
 NOT_AMAZON = "That is not an Amazon product link."
 SHORT_MESSAGE = (
     "Short links cannot be imported: open the link and paste the product page's address instead."
@@ -577,10 +699,10 @@ def test_edges_that_are_not_product_pages(link: str) -> None:
             "Products from amazon.cn are not supported.",
             {"host": "amazon.cn"},
         ),
-        ("h" * 2049, UNRECOGNIZED, "That text is too long to be an Amazon product link.", {}),
+        ("h" * 2049, UNRECOGNIZED, "That text is too long to hold an Amazon product link.", {}),
         *(
-            (f"https://www.amazon.com/dp/B0ABCDEFGH{extra}", UNRECOGNIZED, NO_OTHER_TEXT, {})
-            for extra in (" see this", "\x00", "\x7f")  # control characters too
+            (f"https://www.amazon.com/dp/B0ABCDEFGH{extra}", UNRECOGNIZED, CONTROL, {})
+            for extra in ("\x00", "\x7f")
         ),
         *(
             (link, UNRECOGNIZED, "Only http and https links can be imported.", {})
@@ -639,3 +761,43 @@ def test_refusal_messages_are_exact(
         message,
         details,
     )
+
+
+# Text a person might put around a link: words, punctuation, emoji, newlines, quotes.
+prose = st.text(
+    alphabet=st.characters(categories=["L", "N", "P", "S", "Zs"], include_characters="\n\t\u200e"),
+    max_size=60,
+)
+
+
+@PROPERTY_SETTINGS
+@given(valid_links(), prose, prose, st.sampled_from(["", " ", "\n", ": ", " (", ' "']))
+def test_text_around_a_link_gives_its_product_or_a_parser_error(
+    case: tuple[str, ProductRef], before: str, after: str, joint: str
+) -> None:
+    link, expected = case
+    text = f"{before}{joint}{link} {after}"
+    error: AmazonImportError | None = None
+    try:
+        ref = parse_product_link(text)
+    except AmazonImportError as exc:
+        error = exc
+    if error is not None:
+        assert error.code in PARSER_CODES
+        _assert_small_and_quiet(error, text)
+    else:
+        # Another link in the generated prose could only make it a refusal, never another
+        # product: the only product link in the text is ours.
+        assert ref == expected
+
+
+@PROPERTY_SETTINGS
+@given(
+    valid_links(),
+    st.lists(st.sampled_from(["Check", "out", "this", "deal:", "🎁", "—"]), max_size=8),
+)
+def test_words_around_a_link_never_hide_it(case: tuple[str, ProductRef], words: list[str]) -> None:
+    link, expected = case
+    half = len(words) // 2
+    text = " ".join([*words[:half], link, *words[half:]])
+    assert parse_product_link(text) == expected

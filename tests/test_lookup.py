@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fixtures_app import PARTNER_TAG, USER_TOKEN, make_item, post_import
+from fixtures_app import GET_ITEMS_URL, PARTNER_TAG, USER_TOKEN, make_item, post_import
 from flask import Flask
 
 from arda_amazon_bp.errors import AmazonImportError, ErrorCode
@@ -43,7 +43,10 @@ def import_concurrently(app: Flask, urls: list[str]) -> list[Any]:
 @pytest.fixture
 def one_per_second(make_app: Callable[..., Flask]) -> Flask:
     """Amazon's real per-second pace (no margin, to keep the test short)."""
-    return make_app(AMAZON_RATE_LIMITS="1/second", AMAZON_MAX_WAIT_SECONDS=10)
+    # 25 imports wait at once here: the waiting cap (tests/test_waiting.py) is lifted.
+    return make_app(
+        AMAZON_RATE_LIMITS="1/second", AMAZON_MAX_WAIT_SECONDS=10, AMAZON_MAX_WAITING=25
+    )
 
 
 def test_25_concurrent_distinct_imports_take_at_most_4_calls(one_per_second, amazon):
@@ -266,7 +269,7 @@ def on_clock(app: Flask) -> Clock:
 )
 def test_not_accessible_items_expire_after_the_negative_ttl(make_app, amazon, config, negative_ttl):
     amazon.add(make_item(asin(1)))
-    app = make_app(**config)
+    app = make_app(AMAZON_FRONT_CACHE_TTL_SECONDS=0, **config)  # every repeat reaches the cache
     clock = on_clock(app)
     assert import_one(app, 1).status_code == 200
     assert import_one(app, 9).status_code == 206  # not accessible: cached briefly
@@ -283,7 +286,7 @@ def test_not_accessible_items_expire_after_the_negative_ttl(make_app, amazon, co
 
 def test_cache_max_entries_reaches_the_memory_cache(make_app, amazon):
     amazon.add(*(make_item(asin(n)) for n in range(3)))
-    app = make_app(AMAZON_CACHE_MAX_ENTRIES=2)
+    app = make_app(AMAZON_CACHE_MAX_ENTRIES=2, AMAZON_FRONT_CACHE_TTL_SECONDS=0)
     assert app.extensions["arda_amazon_bp"].lookup.cache.max_entries == 2
     for n in (0, 1, 2, 0):  # the third evicts the first: it is fetched again
         assert import_one(app, n).status_code == 200
@@ -356,7 +359,7 @@ class BrokenCache:
 
 def test_cache_failures_become_misses_and_are_logged(make_app, amazon, caplog):
     amazon.add(make_item(asin(1)))
-    app = make_app()
+    app = make_app(AMAZON_FRONT_CACHE_TTL_SECONDS=0)
     app.extensions["arda_amazon_bp"].lookup.cache = BrokenCache()
     for _ in range(2):
         response = import_one(app, 1)
@@ -366,9 +369,93 @@ def test_cache_failures_become_misses_and_are_logged(make_app, amazon, caplog):
     by_request: dict[str, list[str]] = {}
     for record in caplog.records:
         if record.name == "arda_amazon_bp.lookup":
-            message, _, request_id = record.getMessage().partition(" request_id=")
-            by_request.setdefault(request_id, []).append(message)
+            request_id = getattr(record, "request_id", "")  # docs/configuration.md, Logging
+            by_request.setdefault(request_id, []).append(record.getMessage())
     assert len(by_request) == 2
     for messages in by_request.values():  # each import: its reads missed, its write failed
         assert "amazon product cache read failed; treating as miss" in messages
         assert messages.count("amazon product cache write failed") == 1
+
+
+# -- negative caching: only Amazon's own per-item verdicts -------------------------------
+
+
+def test_an_asin_amazon_named_in_a_per_item_error_is_cached_as_not_accessible(app, amazon):
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    amazon.add(make_item(asin(1)))
+    refs = [ProductRef(US, asin(1)), ProductRef(US, asin(2))]  # asin(2): ItemNotAccessible
+    first = lookup.lookup_many(refs)
+    assert first[1]["notices"][0]["code"] == "ItemNotAccessible"
+    again = lookup.lookup_many(refs)
+    assert again[1]["notices"][0]["code"] == "ItemNotAccessible"
+    assert amazon.get_items_requests() == 1  # both answers came from the cache
+
+
+def refuse_over(*bad: str) -> dict[str, Any]:
+    """Amazon's 400 for a getItems call with invalid ItemIds: one error per bad ASIN."""
+    return {
+        "errors": [
+            {
+                "code": "InvalidParameterValue",
+                "message": f"The value [{asin}] provided in the request for ItemIds is invalid.",
+            }
+            for asin in bad
+        ]
+    }
+
+
+class Script:
+    """getItems answers: the queued (status, body) pairs first, then the catalog."""
+
+    def __init__(self, amazon: Any, *answers: tuple[int, dict[str, Any]]) -> None:
+        self.amazon = amazon
+        self.answers = list(answers)
+        amazon.mocker.post(GET_ITEMS_URL, json=self)
+
+    def __call__(self, request: Any, context: Any) -> dict[str, Any]:
+        if self.answers:
+            self.amazon.get_items_calls.append(request.json())
+            context.status_code, body = self.answers.pop(0)
+            return body
+        return self.amazon.answer(request, context)
+
+
+def test_asins_a_refused_call_said_nothing_about_are_sent_again(app, amazon):
+    """One user's bad ASIN must not cost another user's product coalesced with it."""
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    amazon.add(make_item(asin(1)), make_item(asin(3)))
+    bad = asin(2)
+    Script(amazon, (400, refuse_over(bad)))
+    refs = [ProductRef(US, asin(1)), ProductRef(US, bad), ProductRef(US, asin(3))]
+    results = lookup.lookup_many(refs)
+    assert [call["itemIds"] for call in amazon.get_items_calls] == [
+        [asin(1), bad, asin(3)],
+        [asin(1), asin(3)],
+    ]
+    assert results[0]["title"] == f"Nitrile Gloves {asin(1)}"
+    assert results[2]["title"] == f"Nitrile Gloves {asin(3)}"
+    assert results[1]["notices"][0]["code"] == "InvalidParameterValue"
+    # The ASIN Amazon named keeps its verdict: asking again costs no call.
+    assert lookup.lookup_many([ProductRef(US, bad)])[0]["notices"][0]["code"] == (
+        "InvalidParameterValue"
+    )
+    assert amazon.get_items_requests() == 2
+
+
+def test_a_whole_call_refusal_caches_nothing_for_the_asins_it_did_not_name(app, amazon):
+    """Refused over asin(2), then (sent again) over asin(4): asin(1) was never looked at,
+    so it answers empty once, is not cached, and the next import asks Amazon again."""
+    lookup = app.extensions["arda_amazon_bp"].lookup
+    amazon.add(make_item(asin(1)))
+    Script(amazon, (400, refuse_over(asin(2))), (400, refuse_over(asin(4))))
+    refs = [ProductRef(US, asin(n)) for n in (1, 2, 4)]
+    first = lookup.lookup_many(refs)
+    assert [call["itemIds"] for call in amazon.get_items_calls] == [
+        [asin(1), asin(2), asin(4)],
+        [asin(1), asin(4)],
+    ]
+    assert first[0]["title"] is None  # sent once again already; Amazon said nothing
+    assert first[0]["notices"][0]["code"] == "ItemNotReturned"
+    again = lookup.lookup_many([ProductRef(US, asin(1))])
+    assert again[0]["title"] == f"Nitrile Gloves {asin(1)}"
+    assert amazon.get_items_calls[-1]["itemIds"] == [asin(1)]

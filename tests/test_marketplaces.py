@@ -1,4 +1,4 @@
-"""The marketplace table: exactly the 22 stores of DESIGN.md §3, with sane attributes."""
+"""The marketplace table: exactly the 22 stores of docs/architecture.md, with sane attributes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from arda_amazon_bp.marketplaces import (
     store_domain,
 )
 
-# DESIGN.md §3, in its order, with the country, region and currency each must carry.
+# docs/architecture.md, in its order, with the country, region and currency each must carry.
 EXPECTED = {
     "www.amazon.com": ("US", "NA", "USD"),
     "www.amazon.ca": ("CA", "NA", "CAD"),

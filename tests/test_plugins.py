@@ -74,6 +74,8 @@ def test_builtins_are_registered_under_their_module_names() -> None:
         "arda_amazon_bp.backends.env",
         "arda_amazon_bp.backends.file",
         "arda_amazon_bp.backends.onepassword",
+        "arda_amazon_bp.backends.config",
+        "arda_amazon_bp.budgets",
     )
     for name in DEFAULT_PLUGINS:
         assert pm.get_plugin(name) is importlib.import_module(name)
@@ -101,13 +103,15 @@ def test_a_third_party_backend_is_found_through_its_entry_point_and_selected(
 
 
 def test_without_the_distribution_the_name_is_unknown() -> None:
-    with pytest.raises(ConfigError, match="available: env, file, onepassword"):
+    with pytest.raises(ConfigError, match="available: config, env, file, onepassword"):
         backend_from_plugins(make_plugin_manager(), "hashicorp-vault", {})
 
 
 def test_the_unknown_name_error_lists_third_party_backends(install_dist: InstallDist) -> None:
     install_dist("ardavault", VAULT_PLUGIN)
-    with pytest.raises(ConfigError, match="available: env, file, hashicorp-vault, onepassword"):
+    with pytest.raises(
+        ConfigError, match="available: config, env, file, hashicorp-vault, onepassword"
+    ):
         backend_from_plugins(make_plugin_manager(), "vault", {})
 
 

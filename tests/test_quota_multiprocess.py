@@ -29,7 +29,6 @@ import limits.storage.memory
 import pytest
 import redis
 import requests
-from creators_sandbox import max_in_window
 from fixtures_app import AmazonMock, make_item, post_import
 from fixtures_redis import RedisServer
 from fixtures_sandbox import SandboxHandle
@@ -37,6 +36,7 @@ from flask import Flask
 from stack import StackHandle, run_stack
 
 from arda_amazon_bp.quota import NAMESPACE, Quota
+from arda_amazon_bp.testing.sandbox import max_in_window
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +53,8 @@ STACK_CONFIG: dict[str, Any] = {
     "AMAZON_MAX_WAIT_SECONDS": MAX_WAIT,
     "AMAZON_HTTP_TIMEOUT": list(HTTP_TIMEOUT),
     "AMAZON_MAX_ITEMS_PER_CALL": 2,
+    # Every client may wait for a slot: these tests judge the quota, not the waiting cap.
+    "AMAZON_MAX_WAITING": 64,
 }
 
 
@@ -368,7 +370,7 @@ def test_waiting_for_slots_is_fair_first_in_first_out(
     make_app: Callable[..., Flask], sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sandbox.configure(rate=RATE)
-    settings = sandbox.app_config("2.1")
+    settings = sandbox.app_config("2.1", backend="env")
     for key, value in settings.items():
         if key.startswith("AMAZON_CREATORS_") and key != "AMAZON_CREATORS_API_HOST":
             monkeypatch.setenv(key, value)
@@ -378,6 +380,7 @@ def test_waiting_for_slots_is_fair_first_in_first_out(
         AMAZON_RATE_LIMITS=LIMITS,
         AMAZON_RATE_MARGIN_SECONDS=MARGIN,
         AMAZON_MAX_WAIT_SECONDS=MAX_WAIT,
+        AMAZON_MAX_WAITING=64,
         AMAZON_MAX_ITEMS_PER_CALL=1,  # every ASIN needs a slot of its own
         AMAZON_HTTP_TIMEOUT=list(HTTP_TIMEOUT),
     )

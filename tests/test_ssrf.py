@@ -8,7 +8,9 @@ nothing. Redirects from upstream that point at the trap are never followed, and 
 session told to follow them refuses at the adapter. Finally every socket the process
 opens during full import runs is recorded below ``requests`` (urllib3's
 ``create_connection``): each one goes to a configured origin, and every ``send`` happens
-on the origin-restricted session.
+on the origin-restricted session. With ``AMAZON_SHORT_LINKS = resolve`` a shortener
+answering with ``Location`` headers that name the trap in every way gets nothing but
+refusals, and the resolver's session refuses every origin but the short hosts'.
 """
 
 from __future__ import annotations
@@ -302,4 +304,181 @@ def test_full_import_runs_open_sockets_only_to_configured_origins(
         == 502
     )
     assert_allowed_only(sandbox, sockets, sends)
+    assert trap.connections == 0
+
+
+# --- short links (AMAZON_SHORT_LINKS = resolve) -------------------------------------------
+
+
+def hostile_locations(trap: str, asin: str = "B0SYN00231") -> list[str]:
+    """``Location`` headers a shortener could answer with, each naming ``trap``."""
+    hostport = trap.removeprefix("http://")
+    port = hostport.rsplit(":", 1)[1]
+    quoted = urllib.parse.quote(trap, safe="")
+    return [
+        f"{trap}/dp/{asin}",
+        f"//{hostport}/dp/{asin}",
+        f"https://www.amazon.com@{hostport}/dp/{asin}",
+        f"https://{hostport}@www.amazon.com/dp/{asin}",
+        f"https://a.co@{hostport}/d/x",
+        f"https://a.co:{port}/d/x",
+        f"https://www.amazon.com:{port}/dp/{asin}",
+        f"https://a.co.{hostport}/d/x",
+        f"http://[::ffff:127.0.0.1]:{port}/d/x",
+        f"http://[::ffff:127.0.0.1:{port}/d/x",  # unbalanced bracket
+        f"https://www.amazon.com\\@{hostport}/dp/{asin}",
+        f"/\\{hostport}/d/x",
+        f"https://www.amazon.com/sspa/click?url={trap}/dp/{asin}",
+        f"https://www.amazon.com/gp/redirect.html?location={quoted}",
+        f"javascript:fetch('{trap}')",
+        f"{trap}/?https://www.amazon.com/dp/{asin}",
+    ]
+
+
+@pytest.fixture
+def hostile_shortener(loopback: Callable[..., Loopback], trap: Loopback) -> Loopback:
+    """A shortener whose ``/d/k<i>`` answers 301 to the i-th hostile ``Location``, and
+    which tries to set a cookie on every answer (Amazon's web front sets session cookies)."""
+    locations = hostile_locations(trap.url)
+    cookie = {"Set-Cookie": "session-id=131-0000000-0000000; Path=/"}
+
+    def respond(seen: Seen) -> bytes:
+        path = seen.request_line.split(" ")[1]
+        match = path.removeprefix("/d/k").split("?")[0]
+        if match.isdigit() and int(match) < len(locations):
+            return http_response(301, b"", {"Location": locations[int(match)], **cookie})
+        return http_response(404, b"<html>not found</html>", cookie)
+
+    return loopback(respond)
+
+
+def test_short_link_redirects_naming_another_host_never_reach_it(
+    build: Callable[..., Flask],
+    sandbox: SandboxHandle,
+    hostile_shortener: Loopback,
+    trap: Loopback,
+    sockets: list[tuple[str, int]],
+    sends: list[tuple[str, list[type]]],
+) -> None:
+    app = build(
+        AMAZON_SHORT_LINKS="resolve",
+        AMAZON_SHORT_LINK_BASE_URL=hostile_shortener.url,
+        AMAZON_SHORT_LINK_RATE_LIMIT="1000/second",
+    )
+    count = len(hostile_locations(trap.url))
+    pasted = [f"https://a.co/d/k{i}" for i in range(count)] + [
+        f"https://a.co/d/k0?u={trap.url}",
+        f"Look: https://amzn.to/{trap.url}",
+        f"https://amzn.eu/d/k1#{trap.url}",
+    ]
+    reasons = set()
+    for link in pasted:
+        response = post(app, "/api/amazon/import", {"url": link})
+        assert response.mimetype == "application/json", link
+        assert response.status_code == 422, (link, response.get_json())
+        error = response.get_json()["error"]
+        assert error["code"] == "UNSUPPORTED_SHORT_LINK", (link, error)
+        assert "127.0.0.1" not in json.dumps(error)
+        reasons.add(error["details"]["reason"])
+    # "unreachable": a Location requests itself cannot parse (the unbalanced bracket).
+    assert reasons <= {"off_amazon", "not_a_product", "too_many_redirects", "unreachable"}
+    assert "off_amazon" in reasons  # the hostile targets were judged, not just 404s
+
+    assert trap.connections == 0 and trap.seen == []
+    assert len(hostile_shortener.seen) >= count  # every hostile Location was handed out
+    for seen in hostile_shortener.seen:  # no cookie kept, no credential sent
+        head = seen.head.lower()
+        assert b"\r\ncookie:" not in head and b"\r\nauthorization:" not in head, seen.head
+    shortener_origin = origin_of(hostile_shortener.url)
+    assert set(sockets) == {shortener_origin[1:]}, sockets
+    for url, adapters in sends:
+        assert origin_of(url) == shortener_origin, url
+        assert adapters and all(a is OriginRestrictedAdapter for a in adapters), adapters
+    assert sandbox.stats(calls=False)["total_calls"] == 0  # and no Creators API quota
+
+
+def test_the_short_link_session_can_only_reach_the_short_hosts(
+    build: Callable[..., Flask], trap: Loopback
+) -> None:
+    from arda_amazon_bp.links import SHORT_LINK_HOSTS
+
+    app = build(AMAZON_SHORT_LINKS="resolve")
+    session = app.extensions["arda_amazon_bp"].links._http()
+    adapters = list(session.adapters.values())
+    assert adapters and all(isinstance(a, OriginRestrictedAdapter) for a in adapters)
+    expected = frozenset(("https", host, 443) for host in SHORT_LINK_HOSTS)
+    assert {a.allowed_origins for a in adapters} == {expected}
+    assert "Cookie" not in session.headers and "Authorization" not in session.headers
+    for url in (
+        trap.url + "/d/x",
+        "http://a.co/d/x",  # right host, plain HTTP
+        "https://a.co:8443/d/x",
+        "https://www.amazon.com/dp/B0SYN00232",  # the store is never requested
+        "https://a.co.evil.example/d/x",
+    ):
+        with pytest.raises(DisallowedHostError):
+            session.get(url, timeout=1, allow_redirects=False)
+    assert trap.connections == 0
+
+
+def test_even_a_short_link_session_told_to_follow_redirects_stays_in(
+    build: Callable[..., Flask], redirector: Loopback, trap: Loopback
+) -> None:
+    app = build(AMAZON_SHORT_LINKS="resolve", AMAZON_SHORT_LINK_BASE_URL=redirector.url)
+    session = app.extensions["arda_amazon_bp"].links._http()
+    with pytest.raises(DisallowedHostError):
+        session.get(redirector.url + "/d/x", allow_redirects=True, timeout=1)
+    assert len(redirector.seen) == 1
+    assert trap.connections == 0
+
+
+@pytest.fixture
+def scripted_shortener(loopback: Callable[..., Loopback]) -> tuple[Loopback, list[str]]:
+    """A shortener answering every request with a 301 to ``locations[-1]``."""
+    locations = ["/"]
+
+    def respond(seen: Seen) -> bytes:
+        return http_response(301, b"", {"Location": locations[-1]})
+
+    return loopback(respond), locations
+
+
+@pytest.fixture
+def scripted_app(
+    build: Callable[..., Flask], scripted_shortener: tuple[Loopback, list[str]]
+) -> Flask:
+    """One resolving app for all of a property test's examples (no cache, no rate limit)."""
+    return build(
+        AMAZON_SHORT_LINKS="resolve",
+        AMAZON_SHORT_LINK_BASE_URL=scripted_shortener[0].url,
+        AMAZON_SHORT_LINK_CACHE_TTL_SECONDS=0,
+        AMAZON_SHORT_LINK_RATE_LIMIT="1000/second",
+    )
+
+
+@given(
+    prefix=st.sampled_from(["", "https://", "http://", "//", "/", "https://a.co/d/", "\\\\"]),
+    middle=st.sampled_from(["www.amazon.com", "a.co", "amzn.to", "@", "[", "]", ":", "%40"]),
+    tail=st.text(alphabet="B0SYN123/.:?&=%@#[]\\ ", max_size=24),
+)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_generated_locations_around_the_trap_never_reach_it_nor_fail(
+    scripted_app: Flask,
+    scripted_shortener: tuple[Loopback, list[str]],
+    trap: Loopback,
+    prefix: str,
+    middle: str,
+    tail: str,
+) -> None:
+    hostport = trap.url.removeprefix("http://")
+    _, locations = scripted_shortener
+    for location in (f"{prefix}{hostport}{middle}{tail}", f"{prefix}{middle}{hostport}{tail}"):
+        locations.append(location)
+        response = post(scripted_app, "/api/amazon/import", {"url": "https://a.co/d/gen0001"})
+        assert response.status_code in (200, 206, 422), (location, response.get_json())
+        assert response.mimetype == "application/json"
     assert trap.connections == 0

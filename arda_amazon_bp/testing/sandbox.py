@@ -1,8 +1,13 @@
 """A sandbox Amazon Creators API on loopback, strict enough to catch client mistakes.
 
-It serves the same contract as Amazon (DESIGN.md §6) so the demo, the integration tests,
-the multi-process quota tests, the benchmarks and the fault tests can point
-``AMAZON_CREATORS_API_HOST`` and ``AMAZON_TOKEN_URL`` at it:
+It serves the same contract as Amazon — Amazon's Creators API reference
+(affiliate-program.amazon.com/creatorsapi/docs/en-us/api-reference) and the official
+``amazon-creatorsapi-python-sdk``, whose requests it accepts; docs/architecture.md
+("Upstream facts") lists what the plugin relies on, and docs/testing-your-integration.md
+sums up the response shape — so the demo, the integration tests, the
+multi-process quota tests, the benchmarks, the fault tests and a host's own tests (the
+``amazon_sandbox`` pytest fixture) can point ``AMAZON_CREATORS_API_HOST`` and
+``AMAZON_TOKEN_URL`` at it:
 
 * ``POST /oauth2/token`` — Cognito (credential versions 2.x): form-encoded
   ``grant_type=client_credentials&client_id=…&client_secret=…&scope=creatorsapi/default``,
@@ -11,8 +16,20 @@ the multi-process quota tests, the benchmarks and the fault tests can point
   ``client_id``, ``client_secret`` and ``scope: creatorsapi::default``.
 * ``POST /catalog/v1/getItems`` — ``Authorization: Bearer <token>, Version <version>`` for
   2.x tokens, ``Authorization: Bearer <token>`` for 3.x tokens (a matching
-  ``, Version 3.x`` suffix is tolerated because the official SDK sends it for every
-  family), ``x-marketplace``, and a JSON body ``{"partnerTag", "itemIds", "resources"}``.
+  ``, Version 3.x`` suffix is tolerated: Amazon's answer to it is not documented),
+  ``x-marketplace``, and a JSON body ``{"partnerTag", "itemIds", "resources"}``.
+
+Checked against the official SDK: tests/test_sandbox_sdk.py drives the sandbox with
+``amazon-creatorsapi-python-sdk`` 1.2.0, unpatched. What its source shows and the sandbox
+follows: ``auth/oauth2_token_manager.py`` (``refresh_token``) posts a form body to
+Cognito and a JSON body to Login with Amazon, both with ``grant_type``, ``client_id``,
+``client_secret`` and ``scope`` (``auth/oauth2_config.py``: ``creatorsapi/default`` and
+``creatorsapi::default``), and reads ``access_token`` and ``expires_in``;
+``api_client.py`` (``call_api``) sends ``Bearer <token>, Version <version>`` for 2.x and
+``Bearer <token>`` for 3.x; ``api/default_api.py`` posts to ``/catalog/v1/getItems`` with
+``x-marketplace`` and ``Content-Type: application/json``; the response members are the
+camelCase aliases of ``models/`` (``itemsResult``, ``detailPageURL``, ``offersV2``,
+``displayAmount``, …), which the test compares member by member for every catalog item.
 
 Error bodies
 ------------
@@ -29,7 +46,10 @@ generated models (``ValidationExceptionResponseContent``,
 ``reason`` takes the SDK's enum values (``ValidationExceptionReason``: CannotParse,
 FieldValidationFailed, InvalidAssociate, InvalidPartnerTag, …;
 ``UnauthorizedExceptionReason``: TokenExpired, InvalidToken, MissingCredential, …;
-``AccessDeniedReason``: AssociateNotEligible, …). The SDK only calls ``type`` "the
+``AccessDeniedReason``: AssociateNotEligible, …); those three models require ``reason``,
+so an error without one (an injected ``status`` fault, say) says ``Other``, and an
+injected 404 carries the ``resourceId``/``resourceType`` its model requires. The SDK
+only calls ``type`` "the
 exception type identifier"; the sandbox uses the model name without
 ``ResponseContent``. Per-item failures inside a 200 are ``errors: [{"code",
 "message"}]`` (the SDK's ``ErrorData``); when no requested item is accessible the body
@@ -72,11 +92,11 @@ Control endpoints (for tests; not part of Amazon's contract) live under ``/_sand
   ``token_expires_in``, ``throttle_retry_after``, ``eligible``, ``partner_tags``,
   ``marketplace``, ``synthetic_asins``; ``POST tokens/expire`` expires every token.
 
-Catalog: ``examples/sandbox_catalog.json`` (household, office and industrial supplies;
-some items lack offers, images or a title, one has several listings). Any ASIN matching
-``B0SYN[0-9]{5}`` returns a generated complete item, for load tests.
+Catalog: ``sandbox_catalog.json`` beside this module (household, office and industrial
+supplies; some items lack offers, images or a title, one has several listings). Any ASIN
+matching ``B0SYN[0-9]{5}`` returns a generated complete item, for load tests.
 
-Run it: ``python examples/creators_sandbox.py --port 8099 --rate 1``.
+Run it: ``python -m arda_amazon_bp.testing --port 8099 --rate 1``.
 """
 
 from __future__ import annotations
@@ -179,6 +199,9 @@ EXCEPTION_TYPES = {
     429: "ThrottleException",
     500: "InternalServerException",
 }
+# Statuses whose SDK model (Validation/Unauthorized/AccessDenied…ResponseContent) has a
+# required ``reason``.
+REASON_REQUIRED = frozenset({400, 401, 403})
 THROTTLE_MESSAGE = (
     "The request was denied due to request throttling. Please verify the number of "
     "requests made per second to the Amazon Creators API."
@@ -828,7 +851,15 @@ def exception_type(status: int) -> str:
 def amazon_error_body(
     status: int, message: str, reason: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """An error body in the SDK's ``*ExceptionResponseContent`` shape."""
+    """An error body in the SDK's ``*ExceptionResponseContent`` shape.
+
+    The SDK's 400, 401 and 403 models require ``reason`` (its pydantic models refuse the
+    body otherwise, and the caller gets an ``ApiException`` whose ``.data`` is None), so
+    a missing one becomes ``Other``, a value all three reason enums have; the 404 model
+    requires ``resourceId`` and ``resourceType``, which callers pass.
+    """
+    if reason is None and status in REASON_REQUIRED:
+        reason = "Other"
     body: dict[str, Any] = {
         "type": exception_type(status),
         "message": message,
@@ -1158,11 +1189,14 @@ def _apply_fault(
         status = int(params["status"])
         if endpoint == TOKEN:
             return oauth_error(status, params.get("error", "server_error"), "Injected fault")
+        # The SDK's 404 model requires resourceId and resourceType.
+        missing = {"resourceId": request.path, "resourceType": "Operation"} if status == 404 else {}
         return amazon_error(
             status,
             params.get("message", f"Injected {status} from the sandbox"),
             params.get("reason"),
             headers=retry,
+            **missing,
         )
     if name == "429":
         if endpoint == TOKEN:
@@ -1363,6 +1397,7 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Flask:
         app.logger.error("sandbox error", exc_info=exc)
         return amazon_error(500, "Internal server error")
 
+    register_short_links(app, state)
     return app
 
 
@@ -1385,6 +1420,165 @@ def sandbox_state(app: Flask) -> SandboxState:
     if not isinstance(state, SandboxState):
         raise TypeError("not a creators sandbox app")
     return state
+
+
+# ----------------------------------------------------------------------- short links
+#
+# Amazon's link shorteners, for ``AMAZON_SHORT_LINKS = resolve`` with
+# ``AMAZON_SHORT_LINK_BASE_URL`` pointing here. They are not part of the Creators API: the
+# sandbox serves them so resolution can be tested over real HTTP. Paths are the ones the
+# shorteners use (``a.co``/``amzn.eu``/``amzn.asia``/``amzn.in`` share links are
+# ``/d/<code>``, ``amzn.to`` links are ``/<code>``); the base-URL seam sends every short
+# host here, so they share one namespace. Behaviour emulated, and where it comes from:
+#
+# * a share link answers a redirect whose ``Location`` is an absolute product-page URL on
+#   the store, with the share tracking parameters: ``a.co/d/9DweDUD`` →
+#   ``https://www.amazon.com/dp/B0B151JYPV?ref_=cm_sw_r_cp_ud_dp_…`` and ``amzn.eu/d/…`` →
+#   ``https://www.amazon.it/<slug>/dp/B0899VXM8F/?_encoding=UTF8&…`` (vaiden/amazon-asin
+#   issue #16 and its test.js); share URLs carry ``ref=``, ``ref_=`` and
+#   ``social_share=cm_sw_r_cp_ud_dp_<token>`` (share links found in public repositories);
+# * ``amzn.to`` is the Associates shortener run on Bitly (amzn.to links are made by
+#   bit.ly, per the codecaveme.de write-up), and Bitly answers ``301 Moved Permanently``;
+#   its targets are Associates links such as
+#   ``/gp/product/B00MH78O0M/ref=as_li_ss_tl?ie=UTF8&…&linkCode=sl1&tag=…&linkId=…``
+#   (vaiden/amazon-asin test.js). Share links answer 301 here too; the two-hop chain uses
+#   a 302 first so a client handling only 301 is caught;
+# * the client must read ``Location`` with redirects off (``redirect: 'manual'``, as the
+#   resolver tested in a public repository does): the sandbox never expects a follow-up
+#   request to the store;
+# * an unknown code answers 404 with an HTML page (the stricter plausible answer: Amazon's
+#   behaviour for unknown codes is not documented).
+#
+# Two-hop, loop, off-Amazon, search-page, over-long, 503 and slow chains are synthetic:
+# the links seen in public answer in one hop, and these exercise the resolver's stops.
+#
+# Control: ``GET /_sandbox/short-links`` lists the requests received (``path``, and
+# ``status`` once answered, ``null`` before), ``DELETE`` clears them.
+
+#: How long the slow short link waits before answering.
+SHORT_LINK_SLOW_SECONDS = 5.0
+SHORT_LINK_SHARE_REF = "cm_sw_r_cp_ud_dp_SANDBOX0SHARE0TOKEN0"
+_SHARE_QUERY = (
+    f"ref={SHORT_LINK_SHARE_REF}&ref_={SHORT_LINK_SHARE_REF}&social_share={SHORT_LINK_SHARE_REF}"
+)
+
+#: path -> (status, Location). ASINs are synthetic (``B0SYN…``), so getItems knows them.
+SHORT_LINKS: dict[str, tuple[int, str]] = {
+    # One hop: a share link to its product page.
+    "/d/1hopA01": (301, f"https://www.amazon.com/dp/B0SYN00301?{_SHARE_QUERY}"),
+    # The demo's share link: the catalog's complete gloves item.
+    "/d/3V4ITBv": (301, f"https://www.amazon.com/dp/B0C7NTRL01?{_SHARE_QUERY}"),
+    # Two hops: a share link to another short link, then to the product.
+    "/d/2hopA01": (302, "https://amzn.eu/d/2hopB01"),
+    "/d/2hopB01": (
+        301,
+        "https://www.amazon.com/Nitrile-Gloves-Box-100/dp/B0SYN00302/?_encoding=UTF8&ref_=pd_gw",
+    ),
+    # amzn.to (Bitly): an Associates link.
+    "/3SYNamz": (
+        301,
+        "https://www.amazon.com/gp/product/B0SYN00303/ref=as_li_ss_tl?ie=UTF8"
+        "&linkCode=sl1&tag=ardademo-20&linkId=0123456789abcdef0123456789abcdef",
+    ),
+    # A relative Location, resolved against the short host.
+    "/d/relA001": (301, "/d/1hopA01"),
+    # Off Amazon: a lookalike host, and another site.
+    "/d/offA001": (301, "https://www.amazon.com.evil.example/dp/B0SYN00304"),
+    "/d/offB001": (301, "https://www.example.com/deal?asin=B0SYN00304"),
+    # A loop between two short links.
+    "/d/loopA01": (301, "https://a.co/d/loopB01"),
+    "/d/loopB01": (301, "https://a.co/d/loopA01"),
+    # A chain one hop longer than the resolver allows (4 short links, then a product).
+    "/d/chainA1": (301, "https://a.co/d/chainA2"),
+    "/d/chainA2": (301, "https://a.co/d/chainA3"),
+    "/d/chainA3": (301, "https://a.co/d/chainA4"),
+    "/d/chainA4": (301, "https://www.amazon.com/dp/B0SYN00305"),
+    # A search page, not a product.
+    "/d/search1": (301, f"https://www.amazon.com/s?k=nitrile+gloves&{_SHARE_QUERY}"),
+    # A product on a store outside the 22.
+    "/d/storeCN": (301, "https://www.amazon.cn/dp/B0SYN00306"),
+    # The shortener is down.
+    "/d/down001": (503, ""),
+    # Slow: answers the one-hop redirect after SHORT_LINK_SLOW_SECONDS.
+    "/d/slowA01": (301, "https://www.amazon.com/dp/B0SYN00307"),
+}
+SHORT_LINK_SLOW_PATHS = frozenset({"/d/slowA01"})
+
+
+class ShortLinkLog:
+    """The short-link requests the sandbox received, in order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+
+    def add(self, path: str) -> dict[str, Any]:
+        """Record an arrival (its ``status`` is filled in once answered)."""
+        entry: dict[str, Any] = {"path": path, "status": None}
+        with self.lock:
+            self.requests.append(entry)
+        return entry
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(entry) for entry in self.requests]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+
+def short_link_log(app: Flask) -> ShortLinkLog:
+    """The :class:`ShortLinkLog` of a sandbox app."""
+    log = app.extensions["creators_sandbox_short_links"]
+    if not isinstance(log, ShortLinkLog):
+        raise TypeError("not a creators sandbox app")
+    return log
+
+
+def _short_link_answer(state: SandboxState, path: str) -> Response:
+    status, location = SHORT_LINKS.get(path, (404, ""))
+    if path in SHORT_LINK_SLOW_PATHS:
+        state.sleep(SHORT_LINK_SLOW_SECONDS)
+    if status in (301, 302):
+        response = Response(
+            f'<html><body><a href="{location}">moved here</a></body></html>\n',
+            status=status,
+            mimetype="text/html",
+        )
+        response.headers["Location"] = location
+        response.autocorrect_location_header = False  # relative stays relative
+        return response
+    return Response(_html_page(status), status=status, mimetype="text/html")
+
+
+def register_short_links(app: Flask, state: SandboxState) -> None:
+    """Add the short-link routes and their control endpoints to a sandbox app."""
+    log = ShortLinkLog()
+    app.extensions["creators_sandbox_short_links"] = log
+
+    def answer(path: str) -> Response:
+        entry = log.add(path)
+        response = _short_link_answer(state, path)
+        entry["status"] = response.status_code
+        return response
+
+    @app.get("/d/<code>")
+    def share_link(code: str) -> Response:
+        return answer(f"/d/{code}")
+
+    for path in SHORT_LINKS:
+        if not path.startswith("/d/"):
+            app.add_url_rule(path, f"short_link_{path}", lambda p=path: answer(p))
+
+    @app.get("/_sandbox/short-links")
+    def short_link_requests() -> Response:
+        return _json_response(200, {"requests": log.snapshot()})
+
+    @app.delete("/_sandbox/short-links")
+    def clear_short_link_requests() -> Response:
+        log.clear()
+        return _json_response(200, {"cleared": True})
 
 
 # --------------------------------------------------------------------------- server
@@ -1430,7 +1624,9 @@ def serve_in_thread(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: run the sandbox in the foreground."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m arda_amazon_bp.testing", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address only")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     parser.add_argument("--rate", type=float, default=1.0, help="getItems calls per second")
