@@ -9,8 +9,11 @@ can serve again without asking is worth keeping. Three storages share one interf
     One per extension instance (two apps in one process never share it), one per worker
     process. A bounded LRU with a per-entry TTL, thread-safe, with an injectable clock.
 
-``redis://``, ``rediss://``, ``redis+unix://`` (or redis-py's ``unix://``) → :class:`RedisCache`
-    Shared by every worker and host that uses the same server and namespace.
+``redis://``, ``rediss://``, ``redis+unix://`` (or redis-py's ``unix://``),
+``redis+cluster://``, ``redis+sentinel://`` → :class:`RedisCache`
+    Shared by every worker and host that uses the same server and namespace. The URI
+    forms are ``limits``' (docs/configuration.md, "Storage URIs"), so the quota's URI
+    serves the cache too.
 
 ``null://`` → :class:`NullCache`
     Stores nothing. ``AMAZON_CACHE_TTL_SECONDS = 0`` turns the cache off; the caller
@@ -50,6 +53,13 @@ Decisions
   Redis bounds itself by TTL and its ``maxmemory`` policy; ``max_entries`` does not
   apply. Namespaces may not contain ``:``, so no namespace is a prefix of another and
   ``clear()`` (``SCAN`` + ``UNLINK`` on the namespace) never touches a neighbour.
+* **Cluster and Sentinel.** The client is built by ``limits``' ``RedisClusterStorage`` /
+  ``RedisSentinelStorage`` from the same URI the quota takes (its storage object is
+  only the builder), with the timeouts below for the sentinels too. Keys carry no hash
+  tag, so a namespace's records spread over every primary: a batch read is one ``MGET``
+  per slot (redis-py's ``mget_nonatomic``), ``clear()`` scans every primary. A
+  malformed URI is refused at start-up without connecting; ``limits`` ignores a query
+  string on these schemes, so one is refused instead of dropped.
 * **Redis client per process, short timeouts, no retries.** The ``redis`` package is
   the optional ``redis`` extra and is imported only by :class:`RedisCache`. The client
   is built on first use and rebuilt when ``os.getpid()`` changes (after a gunicorn
@@ -402,6 +412,7 @@ class RedisCache:
         if url.startswith("redis+unix://"):
             url = "unix://" + url[len("redis+unix://") :]  # limits' spelling → redis-py's
         self._url = url
+        self._topology = urlsplit(url).scheme if url.startswith(_TOPOLOGY_SCHEMES) else ""
         self._safe_url = redact_url(url)
         self.namespace = _check_namespace(namespace)
         self._prefix = f"{KEY_PREFIX}{namespace}:"
@@ -443,6 +454,9 @@ class RedisCache:
     def _validate_url(self) -> None:
         # Fail at start-up, not at the first request: parse the URL and build (without
         # connecting) one connection, which checks every query-string option.
+        if self._topology:
+            _check_topology_url(self._url, self._safe_url)
+            return
         try:
             pool = self._module.ConnectionPool.from_url(self._url, **self._client_kwargs())
             pool.connection_class(**pool.connection_kwargs)
@@ -457,12 +471,28 @@ class RedisCache:
         if client is None or self._client_pid != pid:
             with self._lock:
                 if self._client_obj is None or self._client_pid != pid:
-                    self._client_obj = self._module.Redis.from_url(
-                        self._url, **self._client_kwargs()
-                    )
+                    self._client_obj = self._new_client()
                     self._client_pid = pid
                 client = self._client_obj
         return client
+
+    def _new_client(self) -> redis.Redis:
+        if not self._topology:
+            client: redis.Redis = self._module.Redis.from_url(self._url, **self._client_kwargs())
+            return client
+        # limits builds the client from the same URI the quota takes, so both keys accept
+        # exactly the same forms; its storage object is only the builder.
+        from limits.storage import RedisClusterStorage, RedisSentinelStorage
+
+        kwargs = self._client_kwargs()
+        storage: Any
+        if self._topology == "redis+cluster":
+            # A cluster client connects while it is built (it asks for the slot map).
+            storage = RedisClusterStorage(self._url, **kwargs)
+        else:
+            # The sentinels get the same short timeouts and no retries as the primary.
+            storage = RedisSentinelStorage(self._url, sentinel_kwargs=kwargs, **kwargs)
+        return storage.storage  # type: ignore[no-any-return]
 
     def _call(self, op: Callable[[redis.Redis], _T], default: _T) -> _T:
         """Run ``op``; any failure is logged once per outage and becomes ``default``."""
@@ -513,8 +543,15 @@ class RedisCache:
         if not unique:
             return {}
         # MGET answers nil for a key holding another type, where GET would raise.
+        full_keys = [self._key(k) for k in unique]
         raw: list[Any] = self._call(
-            lambda client: list(client.mget([self._key(k) for k in unique])), []
+            # A cluster spreads the keys over its nodes: one MGET per slot, in key order.
+            lambda client: list(
+                client.mget_nonatomic(full_keys)  # type: ignore[attr-defined]
+                if self._topology == "redis+cluster"
+                else client.mget(full_keys)
+            ),
+            [],
         )
         found: dict[str, dict[str, Any]] = {}
         if len(raw) != len(unique):  # Redis failed: every key is a miss
@@ -573,7 +610,36 @@ def _import_redis() -> Any:
 
 # --- factory ----------------------------------------------------------------------------
 
-_REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix", "unix"})
+_TOPOLOGY_SCHEMES = ("redis+cluster", "redis+sentinel")
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix", "unix", *_TOPOLOGY_SCHEMES})
+
+
+def _check_topology_url(url: str, safe_url: str) -> None:
+    """Refuse, without connecting, a cluster or sentinel URI ``limits`` could not use.
+
+    The forms are ``limits``' (``RedisClusterStorage``, ``RedisSentinelStorage``):
+    ``redis+cluster://[[user]:password@]host:port[,host:port…]`` and
+    ``redis+sentinel://[[user]:password@]host:port[,host:port…]/service``. ``limits``
+    ignores a query string there, so one is refused rather than silently dropped.
+    """
+    parts = urlsplit(url)
+    problem = ""
+    if parts.query:
+        problem = "options in the query string are not supported for this scheme"
+    elif parts.scheme == "redis+sentinel" and not parts.path.strip("/"):
+        problem = "the service name is missing (redis+sentinel://host:port/service)"
+    else:
+        for location in parts.netloc.rpartition("@")[2].split(","):
+            try:
+                node = urlsplit(f"//{location.strip()}")
+                usable = bool(node.hostname) and node.port is not None
+            except ValueError:  # a port that is not a number or out of range
+                usable = False
+            if not usable:
+                problem = f"every node needs host:port, got {location!r}"
+                break
+    if problem:
+        raise ConfigError(f"{_CONFIG_KEY} is not a usable Redis URL ({safe_url}): {problem}")
 
 
 def cache_from_uri(uri: str, *, namespace: str, max_entries: int) -> ProductCache:
@@ -597,5 +663,5 @@ def cache_from_uri(uri: str, *, namespace: str, max_entries: int) -> ProductCach
     shown = f"{scheme!r}" if scheme else "none"
     raise ConfigError(
         f"{_CONFIG_KEY} has an unsupported scheme ({shown}); use memory://, redis://, "
-        "rediss://, redis+unix:// or null://"
+        "rediss://, redis+unix://, redis+cluster://, redis+sentinel:// or null://"
     )

@@ -195,11 +195,10 @@ def _images(images: Any) -> list[str] | None:
 
 
 def _decimal(value: Any) -> Decimal | None:
-    # bool is an int subclass: True must not read as 1.
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        return None
+    # Parsed from its text: True reads "True", not 1 (bool is an int subclass); Decimal
+    # ignores surrounding whitespace and refuses whatever is not a number (None, a list…).
     try:
-        number = Decimal(value.strip() if isinstance(value, str) else str(value))
+        number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
     return number if number.is_finite() else None

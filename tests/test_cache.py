@@ -25,10 +25,12 @@ from typing import Any
 
 import pytest
 import redis
+from fixtures_app import USER_TOKEN, make_item, post_import
 from fixtures_redis import RedisServer, redis_server_binary
 from forking import run_forked
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stack import free_port
 
 from arda_amazon_bp import cache as cache_module
 from arda_amazon_bp.cache import (
@@ -88,7 +90,15 @@ class Backend:
     made: list[ProductCache] = field(default_factory=list)
 
 
-@pytest.fixture(params=["memory", "redis"])
+#: Redis topologies and the fixture that gives each one's URI (tests/fixtures_redis.py).
+REDIS_URIS = {
+    "redis": "redis_url",
+    "redis-cluster": "redis_cluster_uri",
+    "redis-sentinel": "redis_sentinel_uri",
+}
+
+
+@pytest.fixture(params=["memory", *REDIS_URIS])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     made: list[ProductCache] = []
     if request.param == "memory":
@@ -100,13 +110,13 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
         result = Backend("memory", make, clock.advance, made)
     else:
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue(REDIS_URIS[request.param])
 
         def make(namespace: str) -> ProductCache:
             made.append(RedisCache(url, namespace=namespace))
             return made[-1]
 
-        result = Backend("redis", make, time.sleep, made)
+        result = Backend(request.param, make, time.sleep, made)
     yield result
     for cache in made:
         cache.close()
@@ -489,6 +499,116 @@ def test_redis_value_of_another_type_is_a_miss(redis_url: str, raw_redis: redis.
     assert cache.get("hash") == product()
 
 
+@pytest.fixture(params=list(REDIS_URIS))
+def topology(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[redis.Redis]]]:
+    """(a flushed Redis URI of each topology, plain clients of every primary behind it)."""
+    uri = request.getfixturevalue(REDIS_URIS[request.param])
+    if request.param == "redis-cluster":
+        clients = request.getfixturevalue("redis_cluster_nodes").clients()
+    elif request.param == "redis-sentinel":
+        clients = [redis.Redis.from_url(request.getfixturevalue("redis_sentinel_pair").primary.url)]
+    else:
+        clients = [redis.Redis.from_url(uri)]
+    yield uri, clients
+    for client in clients:
+        client.close()
+
+
+def test_redis_clear_removes_more_than_one_batch(topology: tuple[str, list[redis.Redis]]) -> None:
+    # clear() unlinks in batches of 500; on a cluster the keys sit on every primary.
+    uri, primaries = topology
+    cache, neighbour = (RedisCache(uri, namespace=ns) for ns in ("www.amazon.com", "other"))
+    keys = [f"B0CLEAR{n:04d}" for n in range(1234)]
+    for key in keys:
+        cache.set(key, {"k": key}, 60)
+    neighbour.set("kept", product(), 60)
+    pattern = f"{KEY_PREFIX}www.amazon.com:*"
+    per_node = [sum(1 for _ in client.scan_iter(match=pattern, count=1000)) for client in primaries]
+    assert sum(per_node) == len(keys)
+    assert all(count > 0 for count in per_node)  # spread over every primary
+
+    cache.clear()
+    assert [sum(1 for _ in c.scan_iter(match=pattern, count=1000)) for c in primaries] == [0] * len(
+        primaries
+    )
+    assert cache.get_many(keys[:50]) == {}
+    assert neighbour.get("kept") == product()
+    cache.close()
+    neighbour.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis+cluster", "redis+sentinel"])
+def test_unreachable_cluster_or_sentinel_is_a_quick_miss_logged_once(
+    scheme: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()  # nothing listens there
+    uri = f"{scheme}://:s3cret@127.0.0.1:{port}" + ("/arda" if scheme == "redis+sentinel" else "")
+    cache = cache_from_uri(uri, namespace="ns", max_entries=1)
+    started = time.monotonic()
+    for _ in range(5):
+        assert cache.get("k") is None
+        cache.set("k", product(), 60)
+    assert time.monotonic() - started < 2.0  # loose: refused connections fail at once
+    assert len(warnings_from(caplog)) == 1
+    assert "s3cret" not in caplog.text
+    assert "s3cret" not in repr(cache)
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        ("redis+cluster://", "host:port"),
+        ("redis+cluster://127.0.0.1", "host:port"),
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1", "host:port"),
+        ("redis+cluster://:s3cret@127.0.0.1:notaport", "host:port"),
+        ("redis+cluster://127.0.0.1:99999", "host:port"),
+        ("redis+cluster://127.0.0.1:7000?socket_timeout=1", "query string"),
+        ("redis+sentinel://:s3cret@127.0.0.1:26379", "service name"),
+        ("redis+sentinel://127.0.0.1:26379/", "service name"),
+        ("redis+sentinel://127.0.0.1/arda", "host:port"),
+    ],
+)
+def test_malformed_cluster_or_sentinel_uri_fails_at_start(uri: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match="AMAZON_CACHE_STORAGE_URI") as raised:
+        cache_from_uri(uri, namespace="ns", max_entries=10)
+    assert problem in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("config_key", ["redis_cluster_uri", "redis_sentinel_uri"])
+def test_one_uri_shares_quota_and_cache_between_two_apps(
+    config_key: str, request: pytest.FixtureRequest, make_app: Any, amazon: Any
+) -> None:
+    uri = request.getfixturevalue(config_key)
+    amazon.add(make_item("B0SHARED01"), make_item("B0SHARED02"))
+    first, second = (
+        make_app(
+            AMAZON_RATE_LIMIT_STORAGE_URI=uri,
+            AMAZON_CACHE_STORAGE_URI=uri,
+            # one call a minute: the second app's own call must find the slot taken
+            AMAZON_RATE_LIMITS="1/minute;100/day",
+            AMAZON_MAX_WAIT_SECONDS=0,
+        )
+        for _ in range(2)
+    )
+    auth = {"Authorization": f"Bearer {USER_TOKEN}"}
+
+    def fetch(app: Any, asin: str) -> Any:
+        return post_import(
+            app.test_client(), {"url": f"https://www.amazon.com/dp/{asin}"}, headers=auth
+        )
+
+    assert fetch(first, "B0SHARED01").status_code == 200
+    assert fetch(second, "B0SHARED01").get_json()["asin"] == "B0SHARED01"  # from the cache
+    assert len(amazon.get_items_calls) == 1
+
+    refused = fetch(second, "B0SHARED02")  # first's call holds the minute's only slot
+    assert refused.status_code == 429
+    error = refused.get_json()["error"]
+    assert (error["code"], error["details"]["limit"]) == ("AMAZON_RATE_LIMITED", "minute")
+    assert len(amazon.get_items_calls) == 1
+
+
 def test_redis_is_shared_with_another_process(redis_url: str) -> None:
     cache = RedisCache(redis_url, namespace="www.amazon.com")
     cache.set("from-parent", product("B0PARENT01"), 60)
@@ -684,7 +804,7 @@ def test_memory_uri_gives_each_caller_its_own_cache() -> None:
 
 
 @pytest.mark.parametrize(
-    "uri", ["memcached://127.0.0.1:11211", "redis+sentinel://h:26379/m", "127.0.0.1:6379", ""]
+    "uri", ["memcached://127.0.0.1:11211", "valkey+cluster://h:7000", "127.0.0.1:6379", ""]
 )
 def test_unknown_scheme_names_the_config_key(uri: str) -> None:
     with pytest.raises(ConfigError, match="AMAZON_CACHE_STORAGE_URI") as raised:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -297,6 +298,15 @@ def test_concurrent_calls_share_one_token_request(world: World) -> None:
 
 def test_401_refresh_is_single_flight_too(world: World) -> None:
     world.token_ok(TOKEN, TOKEN_2, TOKEN_2)
+    # All eight hold the first token before any call is sent, so all eight get its 401
+    # and ask for a fresh token. (requests-mock answers one request at a time, so the
+    # barrier sits in before_call, which runs right before each getItems attempt.)
+    first_attempts = threading.Barrier(8, timeout=10)
+    attempts = itertools.count()
+
+    def before_call(credentials: Credentials) -> None:
+        if next(attempts) < 8:
+            first_attempts.wait()
 
     def items(request: Any, context: Any) -> dict[str, Any]:
         if TOKEN in request.headers["Authorization"]:
@@ -306,7 +316,9 @@ def test_401_refresh_is_single_flight_too(world: World) -> None:
 
     world.mock.post(ITEMS_URL, json=items)
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda n: world.get(f"B0RETRY{n:03d}"), range(8)))
+        list(pool.map(lambda n: world.get(f"B0RETRY{n:03d}", before_call=before_call), range(8)))
+    sent_with = [TOKEN in r.headers["Authorization"] for r in world.item_requests()]
+    assert sent_with.count(True) == 8  # every thread was refused the first token...
     assert len(world.token_requests()) == 2
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_faults
 from arda_amazon_bp.backends.op_cli import MINIMUM_VERSION as MINIMUM_OP
 from arda_amazon_bp.backends.op_cli import REVEAL_VERSION as REVEAL_OP
 from fixtures_credentials import FAKE_OP, make_op_token
@@ -59,7 +60,7 @@ from fixtures_sandbox import SandboxHandle
 from flask import Flask
 from marshmallow import Schema, fields
 
-from arda_amazon_bp import hookspecs, schemas
+from arda_amazon_bp import hookspecs, products, schemas
 from arda_amazon_bp.config import DEFAULTS
 from arda_amazon_bp.errors import ERROR_STATUSES, ErrorCode, UpstreamReason
 from arda_amazon_bp.links import SHORT_LINK_HOSTS, parse_product_link
@@ -73,10 +74,24 @@ API_MD = DOCS / "api.md"
 CONFIG_MD = DOCS / "configuration.md"
 RUNBOOK_MD = DOCS / "runbook.md"
 PLUGINS_MD = DOCS / "plugins.md"
+RELIABILITY_MD = DOCS / "reliability.md"
+PERFORMANCE_MD = DOCS / "performance.md"
+SUITE_MD = DOCS / "testing.md"
 TESTING_MD = DOCS / "testing-your-integration.md"
 METRICS_MD = DOCS / "metrics.md"
 SECURITY_MD = DOCS / "security.md"
-DOC_FILES = (API_MD, CONFIG_MD, RUNBOOK_MD, PLUGINS_MD, TESTING_MD, METRICS_MD, SECURITY_MD)
+DOC_FILES = (
+    API_MD,
+    CONFIG_MD,
+    RUNBOOK_MD,
+    PLUGINS_MD,
+    RELIABILITY_MD,
+    PERFORMANCE_MD,
+    SUITE_MD,
+    TESTING_MD,
+    METRICS_MD,
+    SECURITY_MD,
+)
 README = ROOT / "README.md"
 PLUGIN_EXAMPLE = ROOT / "examples" / "plugin_example"
 
@@ -376,6 +391,63 @@ def config_keys_in_code(sources: Iterable[Path]) -> set[str]:
     return {name for name in found if name not in codes}
 
 
+def _fault_cells(row: test_faults.Row) -> dict[str, str]:
+    """How reliability.md writes a matrix row's status, code, details and calls."""
+    return {
+        "status": str(row.status),
+        "code": row.code or "—",
+        "details": ", ".join(f"{k}={v}" for k, v in row.details.items()) or "—",
+        "calls": " → ".join(f"{kind}:{outcome}" for kind, outcome in row.calls),
+    }
+
+
+def _documented_fault_cells(doc_row: dict[str, str]) -> dict[str, str]:
+    status = re.match(r"\**(\d{3})", doc_row["status"])
+    return {
+        "status": status.group(1) if status else doc_row["status"],
+        # "—" (maybe with a remark) where the answer is a product, not an error
+        "code": "—" if doc_row["code"].startswith("—") else code_value(doc_row["code"]),
+        "details": "—"
+        if doc_row["`details`"].startswith("—")
+        else code_value(doc_row["`details`"]),
+        # a remark in parentheses may follow the calls
+        "calls": doc_row["upstream calls logged"].split(" (", 1)[0].strip(),
+    }
+
+
+def fault_table_problems(
+    rows: Iterable[test_faults.Row], doc_rows: list[dict[str, str]], test_names: set[str]
+) -> list[str]:
+    """Matrix rows missing from reliability.md's fault table, shown differently, or stale."""
+    documented: dict[str, dict[str, str]] = {}
+    problems = []
+    for doc_row in doc_rows:
+        ids = re.findall(r"`test_fault_matrix\[([^\]]+)\]`", doc_row["test"])
+        for name in ids:
+            documented[name] = doc_row
+        if not ids:  # a row backed by its own test function
+            for name in re.findall(r"`(test_\w+)`", doc_row["test"]) or [doc_row["test"]]:
+                if name not in test_names:
+                    problems.append(f"fault table names {name}, which tests/test_faults.py lacks")
+    wanted = {row.name: row for row in rows}
+    for name, row in wanted.items():
+        if name not in documented:
+            problems.append(f"fault {name!r} of test_faults.ROWS is not in the fault table")
+            continue
+        shown, expected = _documented_fault_cells(documented[name]), _fault_cells(row)
+        problems += [
+            f"fault {name!r}: {column} documented {shown[column]!r}, ROWS says {value!r}"
+            for column, value in expected.items()
+            if shown[column] != value
+        ]
+    problems += [
+        f"fault table lists test_fault_matrix[{name}], which test_faults.ROWS does not have"
+        for name in documented
+        if name not in wanted
+    ]
+    return problems
+
+
 def op_version(version: tuple[int, int, int]) -> str:
     """``(2, 18, 0)`` → ``"2.18"``: how the runbook names a minimum op version."""
     return f"{version[0]}.{version[1]}"
@@ -420,7 +492,13 @@ def test_the_product_schema_is_documented_field_by_field() -> None:
         for name in documented
         if "**Core.**" in next(r for r in rows if code_value(r["field"]) == name)["meaning"]
     ]
-    assert core == ["title", "imageUrl", "price"]
+    assert core == list(products.CORE_FIELDS)
+
+
+def test_reliability_fault_table_matches_the_fault_matrix() -> None:
+    tests = {name for name in vars(test_faults) if name.startswith("test_")}
+    rows = doc_table(RELIABILITY_MD, "table", "faults")
+    assert fault_table_problems(test_faults.ROWS, rows, tests) == []
 
 
 def test_every_config_key_is_in_the_configuration_table_with_its_default() -> None:
@@ -612,7 +690,12 @@ def test_the_link_forms_match_the_parser() -> None:
 
 def test_every_marker_is_understood() -> None:
     # A typo in a marker would silently drop a check.
-    tables = {"errors": API_MD, "upstream-reasons": API_MD, "config": CONFIG_MD}
+    tables = {
+        "errors": API_MD,
+        "upstream-reasons": API_MD,
+        "config": CONFIG_MD,
+        "faults": RELIABILITY_MD,
+    }
     schema_names = {schema.__name__ for schema in _schemas()}
     for path in DOC_FILES:
         for block in marked_blocks(path):
@@ -679,6 +762,33 @@ def test_drift_an_undocumented_upstream_reason_is_reported() -> None:
     assert value_table_problems(values, rows, "reason", "reason") == [
         "reason 'region_mismatch' is not documented"
     ]
+
+
+def test_drift_a_changed_or_new_fault_row_is_reported() -> None:
+    import dataclasses
+
+    rows = doc_table(RELIABILITY_MD, "table", "faults")
+    tests = {name for name in vars(test_faults) if name.startswith("test_")}
+    first, *rest = test_faults.ROWS
+    changed = [
+        dataclasses.replace(first, status=504),
+        dataclasses.replace(rest[0], details={"reason": "other"}),
+        dataclasses.replace(rest[1], calls=(("token", "ok"),)),
+        dataclasses.replace(rest[2], code="AMAZON_RATE_LIMITED"),
+        *rest[3:],
+        dataclasses.replace(first, name="a brand-new fault"),
+    ]
+    problems = fault_table_problems(changed, rows, tests)
+    assert len(problems) == 5, problems
+    assert any("status documented '502', ROWS says '504'" in p for p in problems)
+    assert any("'a brand-new fault'" in p and "not in the fault table" in p for p in problems)
+    assert fault_table_problems(test_faults.ROWS[:-1], rows, tests) == [
+        f"fault table lists test_fault_matrix[{test_faults.ROWS[-1].name}], "
+        "which test_faults.ROWS does not have"
+    ]
+    assert fault_table_problems(
+        test_faults.ROWS, rows, tests - {"test_other_4xx_is_request_rejected"}
+    )
 
 
 def test_drift_an_undocumented_response_field_or_nullability_is_reported() -> None:
@@ -775,6 +885,11 @@ class DocsEnv:
         return self
 
 
+def _sandbox_fields_by_name() -> dict[str, str]:
+    """The sandbox credential as ``credentials.validate`` takes it (Python field names)."""
+    return {name.replace("-", "_"): value for name, value in _sandbox_fields().items()}
+
+
 def _sandbox_fields() -> dict[str, str]:
     return {
         "credential-id": cs.DEMO_CREDENTIAL_ID,
@@ -859,6 +974,20 @@ def docs_env(
             sandbox_server.reset(full=True)
 
 
+#: Values of sample output that differ from run to run, and what they are compared as.
+_VOLATILE = (
+    (re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b"), "<UTC time>"),
+    (re.compile(r"\b\d+\.\d+ s\b"), "<seconds> s"),
+)
+
+
+def normalize_sample(text: str) -> list[str]:
+    """Lines of command output with the run-dependent values replaced by placeholders."""
+    for pattern, placeholder in _VOLATILE:
+        text = pattern.sub(placeholder, text)
+    return [line.rstrip() for line in text.strip("\n").splitlines()]
+
+
 def run_block(block: Block, env: DocsEnv, cwd: Path) -> None:
     """Run one ``docs-check: run`` block with bash and check its exit status and output."""
     assert block.lang == "sh", f"{block.where}: only sh blocks are run"
@@ -881,11 +1010,13 @@ def run_block(block: Block, env: DocsEnv, cwd: Path) -> None:
     for text in block.options("expect"):
         assert text in output, f"{block.where}: {text!r} not in the output\n{output[-3000:]}"
     if block.sample is not None:
-        # The sample output shown after the command: each line starts like a real one
-        # (its label column; values such as times and ids may differ).
-        starts = {line[:14] for line in output.splitlines()}
-        for line in block.sample.splitlines():
-            assert line[:14] in starts, f"{block.where}: sample line {line!r} is not printed"
+        # The sample output shown after the command is exactly what it prints, except for
+        # the values that change from run to run (times, latencies).
+        shown, printed = normalize_sample(block.sample), normalize_sample(done.stdout)
+        assert shown == printed, (
+            f"{block.where}: the sample output differs from what the command prints\n"
+            f"sample:\n{block.sample}\nprinted:\n{done.stdout}"
+        )
     assert cs.DEMO_CREDENTIAL_SECRET not in output, f"{block.where}: the secret was printed"
 
 
@@ -914,8 +1045,16 @@ def test_drift_a_block_that_stops_working_fails(docs_env: DocsEnv, tmp_path: Pat
         run_block(changed, docs_env, tmp_path)
     stale = Block(RUNBOOK_MD, 1, "run", [], lang="sh", body="echo 'OK: done'\n")
     stale.sample = "OK: done\nquota:        8640 left\n"
-    with pytest.raises(AssertionError, match="is not printed"):
+    with pytest.raises(AssertionError, match="sample output differs"):
         run_block(stale, docs_env, tmp_path)
+    # a value far into the line counts too; times and latencies do not
+    body = "echo 'partner tag: ardademo-20, latency 0.04 s at 2026-12-02T17:17:13Z'\n"
+    changed_value = Block(RUNBOOK_MD, 1, "run", [], lang="sh", body=body)
+    changed_value.sample = "partner tag: ardademo-21, latency 0.04 s at 2026-12-02T17:17:13Z\n"
+    with pytest.raises(AssertionError, match="sample output differs"):
+        run_block(changed_value, docs_env, tmp_path)
+    changed_value.sample = "partner tag: ardademo-20, latency 1.30 s at 2026-11-27T21:10:44Z\n"
+    run_block(changed_value, docs_env, tmp_path)
 
 
 def test_the_runbook_failure_example_is_what_check_credentials_prints(
@@ -1133,6 +1272,142 @@ def test_the_swagger_ui_and_its_assets_are_served_locally(example_app: Flask) ->
     assert '"validatorUrl": null' in html
 
 
+# --- the snippets of plugins.md, run ----------------------------------------------------------
+
+
+def plugins_md_snippets(lang: str) -> list[str]:
+    """The ``lang`` blocks of plugins.md that are not byte-checked includes."""
+    included = {b.line + 1 for b in marked_blocks(PLUGINS_MD) if b.kind == "include"}
+    return [body for line, body in fenced_blocks(PLUGINS_MD, lang) if line not in included]
+
+
+def plugins_md_snippet(phrase: str) -> str:
+    (snippet,) = [body for body in plugins_md_snippets("python") if phrase in body]
+    return snippet
+
+
+def run_snippet(code: str, namespace: dict[str, Any]) -> None:
+    """Run a Python snippet of the docs in ``namespace`` (the names it assumes exist)."""
+    exec(compile(code, str(PLUGINS_MD), "exec"), namespace)  # noqa: S102 - our own docs
+
+
+def test_every_python_and_ini_block_of_plugins_md_is_run() -> None:
+    # Each phrase names one snippet that a test below (or the plugin-example test) runs;
+    # a new snippet must get a test too.
+    phrases = [
+        "amazon.init_app(app, api)                     #",
+        "def create_app()",
+        "class BySubject",
+        "class Pager",
+        "app.config.update(",
+    ]
+    snippets = plugins_md_snippets("python")
+    assert len(snippets) == len(phrases)
+    assert all(sum(phrase in body for body in snippets) == 1 for phrase in phrases)
+    assert len(plugins_md_snippets("ini")) == 1  # the dist-info entry_points.txt
+
+
+def test_plugins_md_registering_a_backend_plugin_before_init_app(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flask_smorest import Api
+
+    from arda_amazon_bp import AmazonImport, hookimpl
+    from arda_amazon_bp.credentials import validate
+
+    loads: list[str] = []
+
+    class MyVaultBackend:
+        def load(self) -> Any:
+            loads.append("my-vault")
+            return validate(_sandbox_fields_by_name(), "my vault")
+
+    class MyVaultPlugin:
+        @hookimpl
+        def arda_amazon_credential_backends(self) -> dict[str, Any]:
+            return {"my-vault": lambda config: MyVaultBackend()}
+
+    for name in [n for n in os.environ if n.startswith("AMAZON_")]:
+        monkeypatch.delenv(name)
+    app = Flask("snippet-host")
+    app.config.update(
+        API_TITLE="Host",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        AMAZON_CREDENTIALS_BACKEND="my-vault",
+    )
+    namespace: dict[str, Any] = {
+        "AmazonImport": AmazonImport,
+        "MyVaultPlugin": MyVaultPlugin,
+        "app": app,
+        "api": Api(app),
+    }
+    run_snippet(plugins_md_snippet("amazon.init_app(app, api)                     #"), namespace)
+    try:
+        checked = app.test_cli_runner().invoke(args=["amazon", "check-credentials"])
+        assert checked.exit_code == 0, checked.output
+        assert "backend:       my-vault" in checked.output
+        assert loads == ["my-vault"]
+    finally:
+        app.extensions["arda_amazon_bp"].close()
+
+
+def test_plugins_md_pager_pages_on_eligibility_loss_only() -> None:
+    from arda_amazon_bp import AmazonImport, hookimpl
+
+    paged: list[tuple[str, dict[str, Any]]] = []
+    namespace: dict[str, Any] = {
+        "hookimpl": hookimpl,
+        "page_on_call": lambda text, details: paged.append((text, details)),
+        "amazon": AmazonImport(),
+    }
+    # registering validates the hookimpl's name and arguments against the hookspec
+    run_snippet(plugins_md_snippet("class Pager"), namespace)
+    hook = namespace["amazon"].plugin_manager.hook.arda_amazon_upstream_event
+    hook(name="credentials_rejected", details={"status": 401})
+    hook(name="associate_not_eligible", details={"status": 403})
+    assert paged == [("Amazon Creators API access lost", {"status": 403})]
+
+
+def test_plugins_md_app_factory_registers_a_plugin_for_its_app() -> None:
+    from flask_smorest import Api
+
+    from arda_amazon_bp import AmazonImport, hookimpl
+
+    class BffAuth:
+        @hookimpl
+        def arda_amazon_authenticate(self, request: Any) -> Any:
+            return {"sub": "u1"} if request.headers.get("X-User") else None
+
+    namespace: dict[str, Any] = {"AmazonImport": AmazonImport, "Api": Api, "BffAuth": BffAuth}
+    namespace["__name__"] = __name__  # Flask(__name__) finds the app's root from it
+
+    class ConfiguredFlask(Flask):
+        """Flask with the Api settings the snippet's host keeps elsewhere."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.update(API_TITLE="Host", API_VERSION="1", OPENAPI_VERSION="3.0.3")
+
+    namespace["Flask"] = ConfiguredFlask
+    run_snippet(plugins_md_snippet("def create_app()"), namespace)
+    app = namespace["create_app"]()
+    try:
+        refused = app.test_client().post("/api/amazon/import", json={"url": "x"})
+        assert refused.status_code == 401  # BffAuth is this app's authenticator
+    finally:
+        namespace["amazon"].close(app)
+
+
+def test_plugins_md_principal_key_plugin_keys_by_subject() -> None:
+    from arda_amazon_bp import AmazonImport, hookimpl
+
+    namespace: dict[str, Any] = {"hookimpl": hookimpl, "amazon": AmazonImport()}
+    run_snippet(plugins_md_snippet("class BySubject"), namespace)
+    hook = namespace["amazon"].plugin_manager.hook.arda_amazon_principal_key
+    assert hook(principal={"sub": "user-7", "name": "Ann"}) == "user-7"
+
+
 # --- the plugin example, installed through a real entry point ------------------------------------
 
 
@@ -1172,6 +1447,13 @@ def plugin_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     sys.modules.pop(module, None)
 
 
+def test_plugins_md_dist_info_is_what_the_example_install_writes(tmp_path: Path) -> None:
+    (documented,) = plugins_md_snippets("ini")
+    _install_plugin_example(tmp_path)
+    (written,) = tmp_path.glob("*.dist-info/entry_points.txt")
+    assert written.read_text(encoding="utf-8").strip() == documented.strip()
+
+
 def test_the_plugin_example_declares_its_entry_point() -> None:
     setup = configparser.ConfigParser(interpolation=None)
     setup.read(PLUGIN_EXAMPLE / "setup.cfg", encoding="utf-8")
@@ -1194,13 +1476,14 @@ def test_the_plugin_example_backend_and_auth_work_through_the_entry_point(
         monkeypatch.delenv(name)
 
     app = Flask("plugin-host")
+    # plugins.md's configuration snippet, with the secret directory of this test
+    run_snippet(plugins_md_snippet("app.config.update("), {"app": app})
+    documented_dir = app.config["MOUNTED_SECRET_DIR"]
     app.config.update(
         API_TITLE="Host",
         API_VERSION="1",
         OPENAPI_VERSION="3.0.3",
-        AMAZON_CREDENTIALS_BACKEND="mounted-secret",
         MOUNTED_SECRET_DIR=str(secret_dir),
-        EXAMPLE_API_KEYS=["k3y-from-your-secret-store"],
         AMAZON_CREATORS_API_HOST=sandbox.url,
         AMAZON_TOKEN_URL=sandbox.token_url("3.1"),
         AMAZON_RATE_MARGIN_SECONDS=0,
@@ -1222,6 +1505,9 @@ def test_the_plugin_example_backend_and_auth_work_through_the_entry_point(
         checked = runner.invoke(args=["amazon", "check-credentials"])
         assert checked.exit_code == 0, checked.output
         assert f"mounted-secret (MountedSecretBackend({str(secret_dir)!r}))" in checked.output
+        # what plugins.md says the command shows for its own directory
+        documented = " ".join(PLUGINS_MD.read_text(encoding="utf-8").split())
+        assert f"`backend: mounted-secret (MountedSecretBackend({documented_dir!r}))`" in documented
         (secret_dir / "partner-tag").unlink()
         failed = runner.invoke(args=["amazon", "check-credentials"])
         assert failed.exit_code == 1
@@ -1234,7 +1520,8 @@ def test_the_plugin_example_backend_and_auth_work_through_the_entry_point(
 
 
 def test_the_plugin_example_is_a_valid_setuptools_project() -> None:
-    setupcfg = pytest.importorskip("setuptools.config.setupcfg", reason="needs setuptools")
+    from setuptools.config import setupcfg  # setuptools is in the dev extra
+
     options = setupcfg.read_configuration(str(PLUGIN_EXAMPLE / "setup.cfg"))
     assert options["metadata"]["name"] == "arda-example-plugin"
     assert options["options"]["py_modules"] == ["arda_example_plugin"]

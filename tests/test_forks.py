@@ -61,3 +61,30 @@ def test_a_collected_instance_is_dropped_and_not_kept_alive() -> None:
 def test_only_bound_methods_are_accepted() -> None:
     with pytest.raises(TypeError):
         reset_in_child(lambda: None)  # nothing to hold weakly on an instance's behalf
+
+
+@needs_fork
+def test_a_creators_client_in_a_forked_worker_gets_its_own_session_and_locks() -> None:
+    # A real fork, as gunicorn --preload does after the app (and its client) was built.
+    from arda_amazon_bp.config import DEFAULTS, Settings
+    from arda_amazon_bp.creators import CreatorsClient
+    from arda_amazon_bp.credentials import CredentialProvider
+
+    class NoBackend:
+        def load(self) -> None:
+            raise AssertionError("not needed here")
+
+    client = CreatorsClient(
+        Settings.from_config(dict(DEFAULTS)), CredentialProvider(NoBackend(), 900)
+    )
+    parent_session = client._http()
+
+    def child() -> bool:
+        session = client._http()  # must not wait for the locks the parent holds
+        return session is not parent_session and client._http() is session
+
+    # as if other threads were mid-update when the worker forked
+    with client._state_lock:
+        assert run_forked(child)
+    assert client._http() is parent_session  # the parent keeps its pooled connections
+    client.close()

@@ -623,6 +623,146 @@ def test_format_characters_anywhere_do_not_change_the_result(
     assert parse_product_link(link) == expected
 
 
+# --- edges found by mutation testing (docs/testing.md) -----------------------------------
+
+REVIEW = "https://www.amazon.com/gp/customer-reviews"
+CONTROL = "That text contains control characters; paste just the link."
+NOT_AMAZON = "That is not an Amazon product link."
+SHORT_MESSAGE = (
+    "Short links cannot be imported: open the link and paste the product page's address instead."
+)
+
+
+@pytest.mark.parametrize(
+    ("link", "asin"),
+    [
+        # a review's own id, then the product's ASIN in the query
+        (f"{REVIEW}/R1ABCDEF123XYZ?ASIN=B0ABCDEFGH", "B0ABCDEFGH"),
+        # a sponsored click whose target is a review page: the target's own query counts
+        (
+            "https://www.amazon.com/sspa/click?url=%2Fgp%2Fcustomer-reviews%2FR1ABC%3FASIN%3DB0ABCDEFGH",
+            "B0ABCDEFGH",
+        ),
+        # the fragment ends the query at its first "#"
+        (f"{REVIEW}/R1ABCDEF123XYZ?ASIN=B0ABCDEFGH#a#b", "B0ABCDEFGH"),
+        # amzn.com takes the same query, and a scheme-relative link is https
+        ("https://amzn.com/gp/customer-reviews/R1ABC?ASIN=B0ABCDEFGH", "B0ABCDEFGH"),
+        ("//www.amazon.com:443/dp/B0ABCDEFGH", "B0ABCDEFGH"),
+    ],
+)
+def test_asin_from_the_query_of_a_review_or_a_sponsored_target(link: str, asin: str) -> None:
+    assert parse_product_link(link) == ProductRef("www.amazon.com", asin)
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        f"{REVIEW}?ASIN=B0ABCDEFGH",  # no review id: not a review page
+        "https://www.amazon.com/some/other/page?asin=B0ABCDEFGH",  # only review pages
+        f"{REVIEW}/R1ABCDEF123XYZ?ASIN=&ASIN=B0ABCDEFGH",  # the first value counts, blank too
+        f"{REVIEW}/R1ABCDEF123XYZ#ASIN=B0ABCDEFGH",  # a fragment is not a query
+        "www.amazon.com",
+        # a fragment is not a query, in the sponsored target either
+        "https://www.amazon.com/sspa/click?url=%2Fgp%2Fcustomer-reviews%2FR1ABC%23ASIN%3DB0ABCDEFGH",
+        # a slug goes only before the dp shapes
+        "https://www.amazon.com/Travel-Mug/gp/product/B0ABCDEFGH",
+    ],
+)
+def test_edges_that_are_not_product_pages(link: str) -> None:
+    with pytest.raises(AmazonImportError) as raised:
+        parse_product_link(link)
+    assert raised.value.code is ErrorCode.UNRECOGNIZED_AMAZON_URL
+    assert raised.value.message == "That Amazon link does not point to a product page."
+
+
+@pytest.mark.parametrize(
+    ("link", "code", "message", "details"),
+    [
+        (
+            "https://user:pw@www.amazon.com/dp/B0ABCDEFGH",
+            ErrorCode.UNRECOGNIZED_AMAZON_URL,
+            "Links with a user name or password in them are not accepted.",
+            {},
+        ),
+        ("", UNRECOGNIZED, "Paste an Amazon product link.", {}),
+        (None, UNRECOGNIZED, "Paste an Amazon product link.", {}),  # not even text
+        ("https://example.com/dp/B0ABCDEFGH", UNRECOGNIZED, NOT_AMAZON, {"host": "example.com"}),
+        (
+            "https://www.amazon.cn/gp/help",
+            UNRECOGNIZED,
+            "That Amazon link does not point to a product page.",
+            {"host": "amazon.cn"},
+        ),
+        (
+            "https://www.amazon.cn/sspa/click?url=%2Fdp%2FB0ABCDEFGH",  # sponsored counts too
+            ErrorCode.UNSUPPORTED_AMAZON_LOCALE,
+            "Products from amazon.cn are not supported.",
+            {"host": "amazon.cn"},
+        ),
+        ("h" * 2049, UNRECOGNIZED, "That text is too long to hold an Amazon product link.", {}),
+        *(
+            (f"https://www.amazon.com/dp/B0ABCDEFGH{extra}", UNRECOGNIZED, CONTROL, {})
+            for extra in ("\x00", "\x7f")
+        ),
+        *(
+            (link, UNRECOGNIZED, "Only http and https links can be imported.", {})
+            for link in ("ftp://www.amazon.com/dp/B0ABCDEFGH", "javascript:alert(1)")
+        ),
+        # no host, an IP literal or a non-ASCII host: nothing worth naming in details
+        ("https:///www.amazon.com/dp/B0ABCDEFGH", UNRECOGNIZED, NOT_AMAZON, {}),
+        ("https://[::1]/dp/B0ABCDEFGH", UNRECOGNIZED, NOT_AMAZON, {}),
+        ("https://www.\u0430mazon.com/dp/B0ABCDEFGH", UNRECOGNIZED, NOT_AMAZON, {}),
+        (
+            "https://www.amazon.com:8080/dp/B0ABCDEFGH",
+            UNRECOGNIZED,
+            "Links to a non-standard port are not accepted.",
+            {},
+        ),
+        (
+            "https://www.amazon.com/gp/help/customer",
+            UNRECOGNIZED,
+            "That Amazon link does not point to a product page.",
+            {"host": "www.amazon.com"},
+        ),
+        (
+            "https://amzn.com/sspa/click?url=%2Fdp%2FB0ABCDEFGH",  # only amazon.* sponsors
+            ErrorCode.UNSUPPORTED_SHORT_LINK,
+            SHORT_MESSAGE,
+            {"host": "amzn.com"},
+        ),
+        (
+            "https://amzn.to./3xYzAbC",
+            ErrorCode.UNSUPPORTED_SHORT_LINK,
+            SHORT_MESSAGE,
+            {"host": "amzn.to"},
+        ),
+        (
+            "https://www.amazon.cn/gp/customer-reviews/R1ABC?ASIN=B0ABCDEFGH",
+            ErrorCode.UNSUPPORTED_AMAZON_LOCALE,
+            "Products from amazon.cn are not supported.",
+            {"host": "amazon.cn"},
+        ),
+        (
+            "https://amzn.to/3xYzAbC",
+            ErrorCode.UNSUPPORTED_SHORT_LINK,
+            "Short links cannot be imported: open the link and paste the product page's "
+            "address instead.",
+            {"host": "amzn.to"},
+        ),
+    ],
+)
+def test_refusal_messages_are_exact(
+    link: str, code: ErrorCode, message: str, details: dict[str, str]
+) -> None:
+    with pytest.raises(AmazonImportError) as raised:
+        parse_product_link(link)
+    assert (raised.value.code, raised.value.message, raised.value.details) == (
+        code,
+        message,
+        details,
+    )
+
+
 # Text a person might put around a link: words, punctuation, emoji, newlines, quotes.
 prose = st.text(
     alphabet=st.characters(categories=["L", "N", "P", "S", "Zs"], include_characters="\n\t\u200e"),

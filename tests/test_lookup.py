@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fixtures_app import GET_ITEMS_URL, USER_TOKEN, make_item, post_import
+from fixtures_app import GET_ITEMS_URL, PARTNER_TAG, USER_TOKEN, make_item, post_import
 from flask import Flask
 
 from arda_amazon_bp.errors import AmazonImportError, ErrorCode
@@ -228,6 +228,153 @@ def test_batch_requires_authentication(app):
     response = post_batch(app.test_client(), [f"https://www.amazon.com/dp/{asin(1)}"])
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "AUTHENTICATION_REQUIRED"
+
+
+# --- settings wired through init_app, and the paths around the cache ---------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def import_one(app: Flask, n: int) -> Any:
+    return post_import(
+        app.test_client(),
+        {"url": f"https://www.amazon.com/dp/{asin(n)}"},
+        headers={"Authorization": f"Bearer {USER_TOKEN}"},
+    )
+
+
+def on_clock(app: Flask) -> Clock:
+    """Give the app's lookup a memory cache on a clock the test moves."""
+    from arda_amazon_bp.cache import MemoryCache
+
+    clock = Clock()
+    state = app.extensions["arda_amazon_bp"]
+    state.lookup.cache = MemoryCache(state.settings.cache_max_entries, clock=clock)
+    return clock
+
+
+@pytest.mark.parametrize(
+    ("config", "negative_ttl"),
+    [
+        ({"AMAZON_NEGATIVE_CACHE_TTL_SECONDS": 5}, 5),
+        # never longer than the products' own TTL
+        ({"AMAZON_NEGATIVE_CACHE_TTL_SECONDS": 300, "AMAZON_CACHE_TTL_SECONDS": 2}, 2),
+    ],
+)
+def test_not_accessible_items_expire_after_the_negative_ttl(make_app, amazon, config, negative_ttl):
+    amazon.add(make_item(asin(1)))
+    app = make_app(AMAZON_FRONT_CACHE_TTL_SECONDS=0, **config)  # every repeat reaches the cache
+    clock = on_clock(app)
+    assert import_one(app, 1).status_code == 200
+    assert import_one(app, 9).status_code == 206  # not accessible: cached briefly
+    clock.now += negative_ttl - 0.1
+    assert import_one(app, 9).status_code == 206
+    assert len(amazon.get_items_calls) == 2
+    clock.now += 0.2
+    assert import_one(app, 9).status_code == 206  # expired: asked again
+    assert len(amazon.get_items_calls) == 3
+    if negative_ttl == 5:
+        assert import_one(app, 1).status_code == 200  # a product keeps its own TTL
+        assert len(amazon.get_items_calls) == 3
+
+
+def test_cache_max_entries_reaches_the_memory_cache(make_app, amazon):
+    amazon.add(*(make_item(asin(n)) for n in range(3)))
+    app = make_app(AMAZON_CACHE_MAX_ENTRIES=2, AMAZON_FRONT_CACHE_TTL_SECONDS=0)
+    assert app.extensions["arda_amazon_bp"].lookup.cache.max_entries == 2
+    for n in (0, 1, 2, 0):  # the third evicts the first: it is fetched again
+        assert import_one(app, n).status_code == 200
+    assert len(amazon.get_items_calls) == 4
+    assert import_one(app, 2).status_code == 200
+    assert len(amazon.get_items_calls) == 4
+
+
+@pytest.mark.parametrize(("ttl", "loads"), [(0, 3), (900, 0)])
+def test_credentials_ttl_reaches_the_provider(make_app, amazon, ttl, loads):
+    amazon.add(make_item(asin(1)))
+    app = make_app(AMAZON_CREDENTIALS_TTL_SECONDS=ttl)
+    assert import_one(app, 1).status_code == 200
+    state = app.extensions["arda_amazon_bp"]
+    before = state.credentials.loads
+    for _ in range(3):
+        assert asin(1) in state.lookup.cached(US, [asin(1)])  # a hit reads the current tag
+    assert state.credentials.loads - before == loads
+
+
+def test_a_cache_hit_carries_the_current_partner_tag(make_app, amazon, monkeypatch):
+    amazon.add(make_item(asin(1)))
+    app = make_app(AMAZON_CREDENTIALS_TTL_SECONDS=0)  # every request re-reads the env
+    first = import_one(app, 1).get_json()
+    assert first["detailPageUrl"] == f"https://www.amazon.com/dp/{asin(1)}?tag={PARTNER_TAG}"
+    monkeypatch.setenv("AMAZON_CREATORS_PARTNER_TAG", "rotated-20")
+    again = import_one(app, 1).get_json()
+    assert len(amazon.get_items_calls) == 1  # a hit...
+    assert again["detailPageUrl"] == f"https://www.amazon.com/dp/{asin(1)}?tag=rotated-20"
+    assert {k: v for k, v in again.items() if k != "detailPageUrl"} == {
+        k: v for k, v in first.items() if k != "detailPageUrl"
+    }
+
+
+def test_a_cache_hit_is_served_when_credentials_fail_without_ratelimit_headers(
+    make_app, amazon, monkeypatch
+):
+    # A worker that never loaded its credentials (the backend fails from the start) still
+    # serves what another worker cached. (A provider that loaded once keeps serving its
+    # last good set when a re-read fails, so it needs a fresh app to reach this path.)
+    amazon.add(make_item(asin(1)))
+    warm = make_app()
+    first = import_one(warm, 1)
+    assert first.headers["RateLimit-Limit"] == "8640"
+    monkeypatch.delenv("AMAZON_CREATORS_CREDENTIAL_SECRET")
+    cold = make_app()
+    cold.extensions["arda_amazon_bp"].lookup.cache = warm.extensions["arda_amazon_bp"].lookup.cache
+
+    again = import_one(cold, 1)
+    assert again.status_code == 200
+    assert again.get_json() == first.get_json()  # with the tag it was stored with
+    assert len(amazon.get_items_calls) == 1
+    # the daily quota is kept per credential: without one the headers are left out
+    assert [name for name, _ in again.headers if name.startswith("RateLimit-")] == []
+    assert import_one(cold, 2).status_code == 502  # a miss does need the credentials
+
+
+class BrokenCache:
+    """A cache whose storage fails every call (a bug, or a storage without our guard)."""
+
+    def get_many(self, keys: Any) -> Any:
+        raise ConnectionError("cache down")
+
+    def set(self, key: Any, value: Any, ttl: Any) -> None:
+        raise ConnectionError("cache down")
+
+    def close(self) -> None:
+        pass
+
+
+def test_cache_failures_become_misses_and_are_logged(make_app, amazon, caplog):
+    amazon.add(make_item(asin(1)))
+    app = make_app(AMAZON_FRONT_CACHE_TTL_SECONDS=0)
+    app.extensions["arda_amazon_bp"].lookup.cache = BrokenCache()
+    for _ in range(2):
+        response = import_one(app, 1)
+        assert response.status_code == 200
+        assert response.get_json()["asin"] == asin(1)
+    assert len(amazon.get_items_calls) == 2  # nothing could be kept
+    by_request: dict[str, list[str]] = {}
+    for record in caplog.records:
+        if record.name == "arda_amazon_bp.lookup":
+            request_id = getattr(record, "request_id", "")  # docs/configuration.md, Logging
+            by_request.setdefault(request_id, []).append(record.getMessage())
+    assert len(by_request) == 2
+    for messages in by_request.values():  # each import: its reads missed, its write failed
+        assert "amazon product cache read failed; treating as miss" in messages
+        assert messages.count("amazon product cache write failed") == 1
 
 
 # -- negative caching: only Amazon's own per-item verdicts -------------------------------

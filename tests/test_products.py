@@ -178,7 +178,14 @@ def test_no_images_gives_null_not_empty_list(item: dict[str, Any]) -> None:
 
 def test_non_http_image_urls_are_dropped(item: dict[str, Any]) -> None:
     item["images"]["primary"]["large"]["url"] = "javascript:alert(1)"
-    assert "javascript:alert(1)" not in (product(item)["images"] or [])
+    record = product(item)
+    # the primary is dropped, the first variant stands in, every variant survives
+    assert record["imageUrl"] == "https://m.media-amazon.com/images/I/v1.jpg"
+    assert record["images"] == [
+        "https://m.media-amazon.com/images/I/v1.jpg",
+        "https://m.media-amazon.com/images/I/main.jpg",
+        "https://m.media-amazon.com/images/I/v2.jpg",
+    ]
 
 
 def test_first_priced_listing_is_used_without_a_buy_box_winner(item: dict[str, Any]) -> None:
@@ -244,6 +251,11 @@ def test_unit_count_parsing(item: dict[str, Any], display: Any, expected: int | 
         (True, None),
         (float("inf"), None),
         (None, None),
+        (0, 0.0),  # free is a price
+        (" 3.5 ", 3.5),
+        ("1e400", None),  # finite as a decimal, infinite as a float
+        ([12], None),
+        ({"amount": 12}, None),
     ],
 )
 def test_price_amount_is_a_rounded_number(
@@ -422,3 +434,71 @@ def test_unavailable_product() -> None:
     identity = {"asin", "marketplace", "detailPageUrl", "missingFields", "notices", "retrievedAt"}
     assert all(record[f] is None for f in PRODUCT_FIELDS if f not in identity)
     assert product_status(record) == 206
+
+
+def test_detail_page_url_escapes_every_slash() -> None:
+    # nothing in the ASIN or the tag can add a path segment
+    assert (
+        detail_page_url("WWW.Amazon.com", "b0/ex", "a/b-20")
+        == "https://www.amazon.com/dp/B0%2FEX?tag=a%2Fb-20"
+    )
+
+
+def test_availability_comes_from_another_listing_when_the_chosen_has_none(
+    item: dict[str, Any],
+) -> None:
+    del item["offersV2"]["listings"][1]["availability"]  # the buy-box winner says nothing
+    record = product(item)
+    assert record["price"]["amount"] == 12.99  # still the buy-box winner's price
+    assert (record["availability"], record["minOrderQuantity"]) == ("Only 2 left", 2)
+
+
+def test_unavailable_product_notice_without_code_or_message() -> None:
+    record = unavailable_product(
+        "B0EXAMPLE1", marketplace=MARKETPLACE, partner_tag=TAG, retrieved_at=RETRIEVED, notice={}
+    )
+    assert record["notices"] == [{"code": "", "message": ""}]
+
+
+@pytest.mark.parametrize("url", ["http://m.media-amazon.com/images/I/a.jpg", "HTTPS://M.x/a.jpg"])
+def test_plain_http_and_uppercase_scheme_images_are_kept(item: dict[str, Any], url: str) -> None:
+    item["images"] = {"primary": {"large": {"url": url}}}
+    record = product(item)
+    assert (record["imageUrl"], record["images"]) == (url, [url])
+
+
+@pytest.mark.parametrize(
+    ("per_unit", "expected"),
+    [
+        ({"money": {"amount": 0.5, "currency": "EUR"}}, {"amount": 0.5, "currency": "EUR"}),
+        ({"money": {"amount": 0.5}}, {"amount": 0.5, "currency": "USD"}),  # the price's
+        ({"amount": 0.5}, {"amount": 0.5, "currency": "USD"}),
+    ],
+)
+def test_unit_price_currency_is_amazons_else_the_prices(
+    item: dict[str, Any], per_unit: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    item["offersV2"]["listings"][1]["price"]["pricePerUnit"] = per_unit
+    assert product(item)["unitPrice"] == expected
+
+
+def test_retrieved_at_does_not_depend_on_the_local_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        naive = datetime(2026, 1, 2, 3, 4, 5)  # taken as UTC, not as local time
+        record = to_product({}, marketplace=MARKETPLACE, partner_tag=TAG, retrieved_at=naive)
+        assert record["retrievedAt"] == "2026-01-02T03:04:05Z"
+        assert (
+            to_product({}, marketplace=MARKETPLACE, partner_tag=TAG, retrieved_at=RETRIEVED)[
+                "retrievedAt"
+            ]
+            == "2026-11-27T18:00:00Z"
+        )
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -322,6 +322,7 @@ def test_configuration_errors_name_the_key(limits: str, uri: str, message: str) 
 def test_waiters_are_served_first_in_first_out(new_quota: Any) -> None:
     quota = new_quota(make_settings("5/second", margin=0, max_wait=10))
     done: list[int] = []
+    served_at: list[float] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 
@@ -332,6 +333,7 @@ def test_waiters_are_served_first_in_first_out(new_quota: Any) -> None:
             errors.append(exc)
         with lock:
             done.append(index)
+            served_at.append(time.monotonic())
 
     started = time.monotonic()
     threads = []
@@ -350,6 +352,9 @@ def test_waiters_are_served_first_in_first_out(new_quota: Any) -> None:
     assert sorted(done) == list(range(10))  # nobody starved
     assert all(abs(done.index(i) - i) <= 1 for i in range(10))  # in arrival order
     assert elapsed <= 12 * 0.2  # 5 at once, 5 a second later; far inside 12 intervals
+    # ...and no earlier: the sixth waited for the first slot to leave the 1 s window (a
+    # limiter that never waits would serve all ten at once)
+    assert served_at[5] - served_at[0] >= 0.9
 
 
 def test_a_waiter_that_cannot_make_it_is_refused_without_waiting(new_quota: Any) -> None:
@@ -606,3 +611,127 @@ def test_slots_for_retries_lets_the_first_attempt_through_and_charges_each_retry
     before_call(credentials)
     before_call(credentials)
     assert taken == [(credentials.quota_key, 2.5)] * 2
+
+
+PRELOADED_APP = """
+import os
+
+from flask import Flask, jsonify
+
+from arda_amazon_bp.config import Settings
+from arda_amazon_bp.errors import AmazonImportError
+from arda_amazon_bp.quota import Quota
+
+quota = Quota(Settings.from_config({"AMAZON_RATE_LIMITS": "1/day"}))
+quota.acquire("preloaded")  # the master, importing the app (--preload), takes the slot
+MASTER = os.getpid()
+app = Flask(__name__)
+
+
+@app.get("/take")
+def take():
+    try:
+        quota.acquire("preloaded", max_wait=0)
+        ok = True
+    except AmazonImportError:
+        ok = False
+    return jsonify(pid=os.getpid(), master=MASTER, ok=ok)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_memory_quota_starts_afresh_in_each_gunicorn_preload_worker(tmp_path: Path) -> None:
+    # Real forks by gunicorn itself: the workers inherit a Quota the master already used.
+    # memory:// counts per process, so each worker has its own day's slot, and the
+    # master's call, made before the fork, is in none of them.
+    import urllib.request
+
+    (tmp_path / "preloaded_app.py").write_text(PRELOADED_APP, encoding="utf-8")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2"]
+    command += ["--bind", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "preloaded_app:app"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    answers: dict[int, list[bool]] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while len(answers) < 2 and time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/take", timeout=5) as r:
+                    body = json.loads(r.read())
+            except OSError:  # not listening yet
+                time.sleep(0.05)
+                continue
+            assert body["pid"] != body["master"]
+            answers.setdefault(body["pid"], []).append(body["ok"])
+            if sum(len(seen) for seen in answers.values()) >= 200:
+                break  # one worker took everything; what it answered is checked below
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert answers, "gunicorn never answered"
+    for seen in answers.values():  # the first call of each worker passes, then the day is spent
+        assert seen[0] is True
+        assert not any(seen[1:])
+
+
+# -- refusals, word for word (mutation testing, docs/testing.md) ------------------------
+
+
+def test_refusal_messages_name_the_limit_and_the_wait(clock: FakeClock, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1/second", margin=0.15), clock)
+    quota.acquire(KEY)
+    clock.now = T0 + 1.10
+    window = refusal(quota)
+    assert window.message == (
+        "Amazon allows 1 per 1 second for these credentials; the next slot frees in 1 s."
+    )
+    assert window.details == {
+        "source": "local",
+        "retryAfter": 1,
+        "limit": "second",
+        "quota": "1 per 1 second",
+    }
+
+    quota.penalize(KEY, 0.5)
+    penalty = refusal(quota)
+    assert penalty.message == "Amazon throttled these credentials (HTTP 429); retry in 1 s."
+    assert penalty.details == {"source": "local", "retryAfter": 1, "limit": "penalty"}
+
+
+def test_a_penalty_ending_with_the_window_is_what_the_refusal_names(
+    clock: FakeClock, new_quota: Any
+) -> None:
+    quota = new_quota(make_settings("1/second", margin=0), clock)
+    quota.acquire(KEY)  # the window frees at T0 + 1
+    quota.penalize(KEY, 1)  # and so does the penalty: Amazon's own word comes first
+    assert refusal(quota).details["limit"] == "penalty"
+
+
+def test_the_refusal_names_whichever_frees_last(clock: FakeClock, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1/second", margin=0), clock)
+    quota.acquire(KEY)  # the window frees at T0 + 1...
+    quota.penalize(KEY, 30)  # ...the penalty 29 s later
+    error = refusal(quota, max_wait=3)
+    assert (error.details["limit"], error.headers["Retry-After"]) == ("penalty", "30")
+
+
+def test_a_call_goes_through_the_moment_a_penalty_ends(clock: FakeClock, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1/second", margin=0), clock)
+    quota.penalize(KEY, 2)
+    clock.now = T0 + 2
+    quota.acquire(KEY, max_wait=0)
+    assert quota.status(KEY)[0].used == 1
+
+
+def test_a_window_of_several_units_keeps_its_length(clock: FakeClock, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1 per 2 seconds", margin=0), clock)
+    quota.acquire(KEY)
+    clock.now = T0 + 1.5  # past one second, inside two
+    error = refusal(quota)
+    assert (error.details["quota"], error.headers["Retry-After"]) == ("1 per 2 second", "1")
+    clock.now = T0 + 2
+    quota.acquire(KEY, max_wait=0)

@@ -96,6 +96,9 @@ Arrange = Callable[[World], None]
 class Scenario:
     name: str
     backend: str  # env | file | onepassword
+    #: what each import answers (single, then the batch's two): "200", "206", or
+    #: "<status> <details.reason|source>"; one string when all three answer the same
+    expect: str | tuple[str, str, str]
     arrange: Arrange | None = None
     known_leak: str | None = None  # a defect reported, not yet fixed: strict xfail
 
@@ -221,55 +224,114 @@ def token_answer_echoes_secret(w: World) -> None:
     )
 
 
-UPSTREAM_FAULTS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("http-500", {"fault": "status", "status": 500}),
-    ("http-503-html", {"fault": "html"}),
-    ("429", {"fault": "429", "retryAfter": 2}),
-    ("401-once", {"fault": "token_expired", "count": 1}),
-    ("401-repeated", {"fault": "token_expired"}),
-    ("403-not-eligible", {"fault": "associate_not_eligible"}),
-    ("400-partner-tag", {"fault": "invalid_partner_tag"}),
-    ("400-invalid-associate", {"fault": "invalid_associate"}),
-    ("non-json", {"fault": "non_json"}),
-    ("truncated-json", {"fault": "truncated_json"}),
-    ("wrong-shape", {"fault": "wrong_shape"}),
-    ("wrong-asin", {"fault": "wrong_asin"}),
-    ("reset", {"fault": "reset"}),
-    ("read-timeout", {"fault": "slow_body", "delay": 3}),
-    ("token-500", {"fault": "status", "status": 500, "endpoint": "token"}),
+#: (name, the fault queued, what every import answers)
+UPSTREAM_FAULTS: tuple[tuple[str, dict[str, Any], Any], ...] = (
+    ("http-500", {"fault": "status", "status": 500}, "502 server_error"),
+    ("http-503-html", {"fault": "html"}, "502 server_error"),
+    # Amazon's 429 pauses the credential for Retry-After: the batch is refused locally
+    ("429", {"fault": "429", "retryAfter": 2}, ("429 amazon", "429 local", "429 local")),
+    ("401-once", {"fault": "token_expired", "count": 1}, "200"),
+    ("401-repeated", {"fault": "token_expired"}, "502 credentials_rejected"),
+    ("403-not-eligible", {"fault": "associate_not_eligible"}, "502 associate_not_eligible"),
+    ("400-partner-tag", {"fault": "invalid_partner_tag"}, "502 invalid_partner_tag"),
+    ("400-invalid-associate", {"fault": "invalid_associate"}, "502 invalid_partner_tag"),
+    ("non-json", {"fault": "non_json"}, "502 invalid_response"),
+    ("truncated-json", {"fault": "truncated_json"}, "502 invalid_response"),
+    ("wrong-shape", {"fault": "wrong_shape"}, "502 invalid_response"),
+    ("wrong-asin", {"fault": "wrong_asin"}, "206"),
+    ("reset", {"fault": "reset"}, "502 connection_error"),
+    ("read-timeout", {"fault": "slow_body", "delay": 3}, "502 timeout"),
+    ("token-500", {"fault": "status", "status": 500, "endpoint": "token"}, "502 server_error"),
     (
         "token-401-invalid-client",
         {"fault": "status", "status": 401, "error": "invalid_client", "endpoint": "token"},
+        "502 credentials_rejected",
     ),
-    ("token-wrong-shape", {"fault": "wrong_shape", "endpoint": "token"}),
-    ("token-reset", {"fault": "reset", "endpoint": "token"}),
+    ("token-wrong-shape", {"fault": "wrong_shape", "endpoint": "token"}, "502 invalid_response"),
+    ("token-reset", {"fault": "reset", "endpoint": "token"}, "502 connection_error"),
 )
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("env ok", "env"),
-    Scenario("file ok", "file"),
-    Scenario("onepassword ok", "onepassword"),
-    Scenario("env: secret unset", "env", env_unset_secret),
-    Scenario("env: bad version", "env", env_bad_version),
-    Scenario("env: secret with a newline", "env", env_secret_with_newline),
-    Scenario("env: secret pasted as partner tag", "env", env_bad_tag),
-    Scenario("file: group-readable", "file", file_group_readable),
-    Scenario("file: not JSON around the secret", "file", file_not_json),
-    Scenario("file: id missing", "file", file_missing_id),
-    Scenario("file: secret in the version field", "file", file_secret_as_version),
-    Scenario("op: revoked service-account token", "onepassword", op_revoked_token),
-    Scenario("op: malformed service-account token", "onepassword", op_malformed_token),
-    Scenario("op: stderr quotes the token and secret", "onepassword", op_echoes_secrets_on_stderr),
-    Scenario("op: garbage stdout with the secret", "onepassword", op_garbage_stdout),
-    Scenario("op: field missing", "onepassword", op_missing_field),
-    Scenario("op: hangs past its timeout", "onepassword", op_hangs),
-    Scenario("token refused: invalid_client", "env", sandbox_knows_another_secret),
-    Scenario("token refused: invalid_client (op)", "onepassword", sandbox_knows_another_secret),
-    Scenario("not eligible", "env", sandbox_not_eligible),
-    *(Scenario(f"upstream: {name}", "env", faults(fault)) for name, fault in UPSTREAM_FAULTS),
-    Scenario("upstream echoes the bearer token and secret", "env", echoing_catalog),
-    Scenario("token endpoint echoes the posted secret", "env", echoing_token_endpoint),
-    Scenario("token answer quotes the secret", "env", token_answer_echoes_secret),
+    Scenario("env ok", "env", "200"),
+    Scenario("file ok", "file", "200"),
+    Scenario("onepassword ok", "onepassword", "200"),
+    Scenario("env: secret unset", "env", "502 credentials_unavailable", env_unset_secret),
+    Scenario("env: bad version", "env", "502 credentials_unavailable", env_bad_version),
+    Scenario(
+        "env: secret with a newline", "env", "502 credentials_unavailable", env_secret_with_newline
+    ),
+    Scenario(
+        "env: secret pasted as partner tag", "env", "502 credentials_unavailable", env_bad_tag
+    ),
+    Scenario("file: group-readable", "file", "502 credentials_unavailable", file_group_readable),
+    Scenario(
+        "file: not JSON around the secret", "file", "502 credentials_unavailable", file_not_json
+    ),
+    Scenario("file: id missing", "file", "502 credentials_unavailable", file_missing_id),
+    Scenario(
+        "file: secret in the version field",
+        "file",
+        "502 credentials_unavailable",
+        file_secret_as_version,
+    ),
+    Scenario(
+        "op: revoked service-account token",
+        "onepassword",
+        "502 credentials_unavailable",
+        op_revoked_token,
+    ),
+    Scenario(
+        "op: malformed service-account token",
+        "onepassword",
+        "502 credentials_unavailable",
+        op_malformed_token,
+    ),
+    Scenario(
+        "op: stderr quotes the token and secret",
+        "onepassword",
+        "502 credentials_unavailable",
+        op_echoes_secrets_on_stderr,
+    ),
+    Scenario(
+        "op: garbage stdout with the secret",
+        "onepassword",
+        "502 credentials_unavailable",
+        op_garbage_stdout,
+    ),
+    Scenario("op: field missing", "onepassword", "502 credentials_unavailable", op_missing_field),
+    Scenario("op: hangs past its timeout", "onepassword", "502 credentials_unavailable", op_hangs),
+    Scenario(
+        "token refused: invalid_client",
+        "env",
+        "502 credentials_rejected",
+        sandbox_knows_another_secret,
+    ),
+    Scenario(
+        "token refused: invalid_client (op)",
+        "onepassword",
+        "502 credentials_rejected",
+        sandbox_knows_another_secret,
+    ),
+    Scenario("not eligible", "env", "502 associate_not_eligible", sandbox_not_eligible),
+    *(
+        Scenario(f"upstream: {name}", "env", expect, faults(fault))
+        for name, fault, expect in UPSTREAM_FAULTS
+    ),
+    Scenario(
+        "upstream echoes the bearer token and secret",
+        "env",
+        "502 request_rejected",
+        echoing_catalog,
+    ),
+    Scenario(
+        "token endpoint echoes the posted secret",
+        "env",
+        "502 credentials_rejected",
+        echoing_token_endpoint,
+    ),
+    Scenario(
+        "token answer quotes the secret", "env", "502 invalid_response", token_answer_echoes_secret
+    ),
 )
 
 
@@ -308,6 +370,14 @@ def exception_texts(exc: BaseException) -> list[str]:
         texts += [str(current), repr(current), repr(current.args)]
         current = current.__cause__ or current.__context__
     return texts
+
+
+def outcome(status: int, error: dict[str, Any] | None) -> str:
+    """ "200", "206", or "<status> <details.reason>" ("<status> <details.source>" for 429)."""
+    if error is None:
+        return str(status)
+    details = error["details"]
+    return f"{status} {details.get('reason') or details.get('source')}"
 
 
 def record_texts(records: list[logging.LogRecord]) -> list[str]:
@@ -367,6 +437,7 @@ def test_no_error_path_leaks_a_secret(
     state = app.extensions["arda_amazon_bp"]
 
     outputs: list[str] = []
+    answers: list[str] = []
     client = app.test_client()
     for body in (
         {"url": f"https://www.amazon.com/dp/{ASIN}"},
@@ -375,6 +446,12 @@ def test_no_error_path_leaks_a_secret(
         path = "/api/amazon/import" + ("/batch" if "urls" in body else "")
         response = client.post(path, json=body, headers={"Authorization": f"Bearer {USER_TOKEN}"})
         assert response.status_code != 500, response.get_data(as_text=True)
+        answer = response.get_json()
+        if "urls" in body:
+            assert response.status_code == 200
+            answers += [outcome(item["status"], item.get("error")) for item in answer["results"]]
+        else:
+            answers.append(outcome(response.status_code, answer.get("error")))
         outputs += [response.get_data(as_text=True), repr(dict(response.headers))]
     try:
         result = state.client.get_items("www.amazon.com", ["B0SYN00303"])
@@ -397,7 +474,9 @@ def test_no_error_path_leaks_a_secret(
         for token in issued_tokens:
             assert token not in text, f"access token leaked: {text[:300]!r}"
             assert token.split("|")[-1][:24] not in text, "access token fragment leaked"
-    # The scenario really reached its path: something was logged and answered.
+    # The scenario really reached its path: every import answered what it arranged.
+    expect = scenario.expect
+    assert answers == ([expect] * 3 if isinstance(expect, str) else list(expect))
     assert caplog.records
 
 
