@@ -335,11 +335,15 @@ def test_mypy_is_clean_on_a_host_file_with_the_readmes_import(tmp_path: Path) ->
         )
     )
     # The host's own config: strict, and flask-smorest ships no type information. mypy
-    # cannot follow an editable install's import hook, so it is pointed at the source;
-    # follow_imports=silent then reports nothing inside it, as for an installed package.
+    # cannot follow an editable install's import hook, so there it is pointed at the
+    # source (follow_imports=silent then reports nothing inside it, as for an installed
+    # package). An installed wheel (tox) is found through site-packages and py.typed;
+    # mypy refuses site-packages on its search path.
     package_root = Path(arda_amazon_bp.__file__).resolve().parent.parent
+    installed = package_root.name in ("site-packages", "dist-packages")
+    search_path = "" if installed else f"mypy_path = {package_root}\n"
     (tmp_path / "mypy.ini").write_text(
-        f"[mypy]\nstrict = True\nmypy_path = {package_root}\n\n"
+        f"[mypy]\nstrict = True\n{search_path}\n"
         "[mypy-arda_amazon_bp.*]\nfollow_imports = silent\n\n"
         "[mypy-flask_smorest.*]\nignore_missing_imports = True\n"
     )

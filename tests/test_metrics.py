@@ -343,7 +343,9 @@ _WITHOUT_PROMETHEUS = textwrap.dedent(
 )
 
 
-def test_without_prometheus_client_the_package_imports_and_works(sandbox: SandboxHandle) -> None:
+def test_without_prometheus_client_the_package_imports_and_works(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
     sandbox.configure(rate=100)
     config = sandbox.app_config("3.1", backend="env")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMAZON_")}
@@ -353,6 +355,7 @@ def test_without_prometheus_client_the_package_imports_and_works(sandbox: Sandbo
     done = subprocess.run(
         [sys.executable, "-c", _WITHOUT_PROMETHEUS, json.dumps(config), dp(CATALOG_ASIN)],
         env=env,
+        cwd=tmp_path,  # not the checkout, whose arda_amazon_bp would shadow the installed one
         capture_output=True,
         text=True,
         timeout=60,
