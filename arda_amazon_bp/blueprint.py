@@ -88,17 +88,26 @@ def _state() -> Any:
     return current_app.extensions["arda_amazon_bp"]
 
 
-def _rate_limit_headers() -> dict[str, str]:
-    """IETF draft ``RateLimit-*`` headers for the daily quota; empty if unknown."""
+def _rate_limit_headers(marketplaces: Any = ()) -> dict[str, str]:
+    """IETF draft ``RateLimit-*`` headers for the daily quota of the credential that
+    serves the request's store (of a batch: the bucket with the fewest calls left among
+    its stores); the primary store's when no link parsed; empty if unknown."""
     state = _state()
+    windows = []
     try:
-        credentials = state.credentials.get()
-        window = state.quota.daily(credentials.quota_key, max_age=RATE_LIMIT_HEADER_MAX_AGE)
-        state.metrics.quota_window(
-            credentials.credential_id, window.limit, window.amount, window.remaining
-        )
+        for marketplace in dict.fromkeys(marketplaces or [state.settings.marketplace]):
+            store = state.stores.get(marketplace) or state.store()
+            credentials = store.credentials.get()
+            window = state.quota.daily(credentials.quota_key, max_age=RATE_LIMIT_HEADER_MAX_AGE)
+            state.metrics.quota_window(
+                credentials.credential_id, window.limit, window.amount, window.remaining
+            )
+            windows.append(window)
     except Exception:  # headers are advisory; never fail an import over them
         return {}
+    if not windows:
+        return {}
+    window = min(windows, key=lambda w: w.remaining)
     return {
         "RateLimit-Limit": str(window.amount),
         "RateLimit-Remaining": str(max(0, window.remaining)),
@@ -149,13 +158,13 @@ def _refuse_large_body() -> None:
         raise RequestEntityTooLarge()
 
 
-def _import_one(url: str) -> tuple[dict[str, Any], int]:
+def _import_one(url: str) -> tuple[dict[str, Any], int, str]:
     state = _state()
     ref = state.links.parse(url)
     product = state.lookup.lookup(ref, principal_key=g.get("amazon_principal_key"))
     status = products.product_status(product)
     state.metrics.import_succeeded(status)
-    return product, status
+    return product, status, ref.marketplace
 
 
 def make_blueprint(url_prefix: str) -> Blueprint:
@@ -253,8 +262,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     )
     def import_product(args: dict[str, Any]) -> ResponseReturnValue:
         """Import one product from a pasted Amazon link."""
-        product, status = _import_one(args["url"])
-        return product, status, _rate_limit_headers()
+        product, status, marketplace = _import_one(args["url"])
+        return product, status, _rate_limit_headers([marketplace])
 
     @blp.route("/import/batch", methods=["POST"])
     @documents_errors(_BATCH_ERROR_STATUSES)
@@ -305,7 +314,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
                         "error": None,
                     }
                 )
-        return {"results": results}, 200, _rate_limit_headers()
+        served = [ref.marketplace for ref in refs if ref.marketplace in state.stores]
+        return {"results": results}, 200, _rate_limit_headers(served)
 
     return blp
 
