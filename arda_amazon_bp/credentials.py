@@ -188,7 +188,7 @@ def check_region(credentials: Credentials, marketplace: str) -> None:
         raise RegionMismatchError(
             f"the credential for store {marketplace} has version {credentials.version}, "
             f"which serves region {region}; {marketplace} is in region {store.region} "
-            f"(use a {store.region} credential for it)",
+            f"(use a credential of region {store.region} for it)",
             missing=(),
         )
 
