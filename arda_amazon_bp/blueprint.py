@@ -1,17 +1,27 @@
 """The flask-smorest Blueprint: authentication, the import routes, the error envelope.
 
-Views stay thin: parse the link, ask :mod:`lookup`, shape the answer. Error handlers are
-registered on this blueprint only, so the host's own error format stays untouched.
+Views stay thin: parse the link, ask :mod:`lookup`, shape the answer.
+
+A guest in the host's app answers only for its own errors: :class:`AmazonImportError`,
+our own body validation (raised as ``AmazonImportError`` by :class:`_BodyParser`, never
+as an ``HTTPException``), and unexpected exceptions raised inside our own views and
+authentication (:func:`_ours`). Everything else — a host's ``abort(503)`` in
+``before_request``, Flask-Limiter's 429, a JWT extension's 401, an exception the host
+has its own app-wide handler for — reaches the host's handlers unchanged, which is why
+this blueprint registers no ``HTTPException`` or ``Exception`` handler (a blueprint's
+handlers run before the app's). See docs/api.md, "Errors the host answers".
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from flask import current_app, g, request
 from flask.typing import ResponseReturnValue
@@ -34,6 +44,8 @@ from .schemas import (
 logger = logging.getLogger(__name__)
 
 BLUEPRINT_NAME = "amazon_import"
+#: The OpenAPI tag of our routes (the blueprint's name is an identifier, not a heading).
+TAG = "Amazon import"
 
 #: How stale the daily-quota headers may be: a storage read per cache hit would cost
 #: more than the hit itself, and other workers' calls show up within this many seconds.
@@ -61,14 +73,82 @@ class _BodyParser(FlaskParser):
     """
 
     def _raw_load_json(self, req: Any) -> Any:
-        _refuse_cut_body(req)
         try:
+            _refuse_cut_body(req)
             return super()._raw_load_json(req)
         except json.JSONDecodeError:
             raise
+        except RequestEntityTooLarge:
+            _invalid_request(413, None)
         except (RecursionError, ValueError) as exc:
             # A non-empty doc: webargs reads an empty one as "no body at all".
             raise json.JSONDecodeError(f"unparsable JSON ({type(exc).__name__})", "-", 0) from None
+
+    # webargs aborts with an HTTPException here; ours must not look like the host's.
+    def handle_error(self, error: Any, req: Any, schema: Any, **kwargs: Any) -> NoReturn:
+        _invalid_request(400, error.messages)
+
+    def _handle_invalid_json_error(self, error: Any, req: Any, *a: Any, **kw: Any) -> NoReturn:
+        _invalid_request(400, {"json": ["Invalid JSON body."]})
+
+
+def _invalid_request(status: int, messages: Any) -> NoReturn:
+    """``INVALID_REQUEST``: 400 for a bad body, 413 for one over ``MAX_CONTENT_LENGTH``."""
+    message = (
+        "The request body is too large."
+        if status == 413
+        else 'Send a JSON object like {"url": "<Amazon product link>"}.'
+    )
+    details: dict[str, Any] = {}
+    fields = _plain(messages)
+    if fields:
+        details["fields"] = fields
+    raise AmazonImportError(ErrorCode.INVALID_REQUEST, message, details, status=status)
+
+
+def _host_handles(exc: Exception) -> bool:
+    """Whether the app has an error handler of its own for ``exc``'s class.
+
+    A catch-all handler (``Exception``) does not count: a bug of ours is still ours to
+    answer with our envelope and request id. Flask keeps app-wide handlers by class in
+    ``error_handler_spec[None][None]``.
+    """
+    by_class = current_app.error_handler_spec.get(None, {}).get(None, {})
+    return any(
+        cls in by_class for cls in type(exc).__mro__ if cls not in (Exception, BaseException)
+    )
+
+
+def _internal_error(exc: Exception) -> AmazonImportError:
+    logger.error("amazon import failed unexpectedly", exc_info=exc)
+    error = AmazonImportError(
+        ErrorCode.INTERNAL_ERROR,
+        "Something went wrong on our side; quote the request id when reporting it.",
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _ours(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Answer an unexpected exception raised inside ``function`` with ``INTERNAL_ERROR``.
+
+    ``AmazonImportError`` goes to our handler as it is; an ``HTTPException`` (a hook that
+    aborts) and an exception the host handles app-wide (a JWT error raised by the host's
+    auth hook) go on to the host's handlers.
+    """
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (AmazonImportError, HTTPException):
+            raise
+        except Exception as exc:
+            if _host_handles(exc):
+                raise
+            raise _internal_error(exc) from exc
+
+    return guarded
 
 
 def _refuse_cut_body(req: Any) -> None:
@@ -121,13 +201,22 @@ def _error_response(error: AmazonImportError) -> ResponseReturnValue:
     # A copy: one error object answers every waiter of a coalesced call, and a request's
     # id must never end up in another request's answer.
     body = copy.deepcopy(error.to_dict())
-    body["error"]["details"]["requestId"] = g.get("amazon_request_id")
+    body["error"]["details"]["requestId"] = _request_id()
     headers = dict(error.headers)
     if error.code is ErrorCode.AUTHENTICATION_REQUIRED:
         headers.setdefault("WWW-Authenticate", "Bearer")
     return body, error.status, headers
 
 
+def _request_id() -> str:
+    """This request's id, made now if our ``before_request`` has not run yet."""
+    request_id: str | None = g.get("amazon_request_id")
+    if request_id is None:
+        request_id = g.amazon_request_id = new_request_id(request.headers.get("X-Request-ID"))
+    return request_id
+
+
+@_ours
 def _authenticate() -> None:
     state = _state()
     principal = state.plugin_manager.hook.arda_amazon_authenticate(request=request)
@@ -155,7 +244,7 @@ def _refuse_large_body() -> None:
     with contextlib.suppress(AttributeError):  # Flask < 3.1: no per-request limit
         request.max_content_length = limit  # werkzeug then caps chunked bodies too
     if request.content_length is not None and request.content_length > limit:
-        raise RequestEntityTooLarge()
+        _invalid_request(413, None)  # ours: a werkzeug 413 would go to the host's handler
 
 
 def _import_one(url: str) -> tuple[dict[str, Any], int, str]:
@@ -167,13 +256,28 @@ def _import_one(url: str) -> tuple[dict[str, Any], int, str]:
     return product, status, ref.marketplace
 
 
+class _Blueprint(Blueprint):  # type: ignore[misc]  # flask-smorest is untyped
+    """flask-smorest's Blueprint without the ``default`` error response in the doc.
+
+    flask-smorest documents a ``default`` response with its own ``Error`` schema on every
+    route; ours never send it (every error is listed with our envelope), and the
+    setting that turns it off (``Api.DEFAULT_ERROR_RESPONSE_NAME``) is the host's.
+    """
+
+    @staticmethod
+    def _prepare_response_doc(doc: Any, doc_info: Any, **kwargs: Any) -> Any:
+        doc = Blueprint._prepare_response_doc(doc, doc_info, **kwargs)
+        doc.get("responses", {}).pop("default", None)
+        return doc
+
+
 def make_blueprint(url_prefix: str) -> Blueprint:
     """A fresh blueprint per app, so each app may choose its own prefix.
 
     Schemas are passed as instances: given a class, webargs and flask-smorest build a new
     schema object on every request, which cost more than a cached import itself.
     """
-    blp = Blueprint(
+    blp = _Blueprint(
         BLUEPRINT_NAME,
         __name__,
         url_prefix=url_prefix,
@@ -183,6 +287,11 @@ def make_blueprint(url_prefix: str) -> Blueprint:
 
     @blp.before_request
     def _begin() -> None:
+        # A CORS preflight carries no credentials (browsers never send them): leave it to
+        # flask-cors or the host, which answer it; Flask's automatic OPTIONS response never
+        # reaches the view, so no lookup happens either.
+        if request.method == "OPTIONS":
+            return
         g.amazon_request_id = new_request_id(request.headers.get("X-Request-ID"))
         g.amazon_log_token = bind_request_id(g.amazon_request_id)
         _refuse_large_body()  # first: an auth hook that reads the body is capped too
@@ -190,7 +299,9 @@ def make_blueprint(url_prefix: str) -> Blueprint:
 
     @blp.after_request
     def _end(response: Any) -> Any:
-        response.headers.setdefault("X-Request-ID", g.get("amazon_request_id", ""))
+        request_id = g.get("amazon_request_id")
+        if request_id is not None:
+            response.headers.setdefault("X-Request-ID", request_id)
         return response
 
     @blp.teardown_request
@@ -206,38 +317,9 @@ def make_blueprint(url_prefix: str) -> Blueprint:
             "amazon import refused code=%s status=%s details=%s",
             error.code.value,
             error.status,
-            error.details,
+            dict(error.details),  # a snapshot: the body adds requestId (a record attribute)
         )
         return _error_response(error)
-
-    @blp.errorhandler(HTTPException)
-    def _http(error: HTTPException) -> ResponseReturnValue:
-        # webargs/flask-smorest abort 422 (or 400 for bad JSON) on invalid bodies; the
-        # contract says INVALID_REQUEST 400, and 413 for bodies over MAX_CONTENT_LENGTH.
-        status = 413 if error.code == 413 else 400
-        fields = getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
-        message = (
-            "The request body is too large."
-            if status == 413
-            else 'Send a JSON object like {"url": "<Amazon product link>"}.'
-        )
-        details: dict[str, Any] = {}
-        if fields:
-            details["fields"] = _plain(fields)
-        return _error_response(
-            AmazonImportError(ErrorCode.INVALID_REQUEST, message, details, status=status)
-        )
-
-    @blp.errorhandler(Exception)
-    def _unexpected(error: Exception) -> ResponseReturnValue:
-        request_id = g.get("amazon_request_id")
-        logger.error("amazon import failed unexpectedly request_id=%s", request_id, exc_info=error)
-        return _error_response(
-            AmazonImportError(
-                ErrorCode.INTERNAL_ERROR,
-                "Something went wrong on our side; quote the request id when reporting it.",
-            )
-        )
 
     def documents_errors(statuses: tuple[int, ...]) -> Any:
         """Stack one ``alt_response`` per error status (they feed the OpenAPI doc)."""
@@ -251,7 +333,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
 
         return decorate
 
-    @blp.route("/import", methods=["POST"])
+    @blp.route("/import", methods=["POST"], tags=[TAG])
+    @_ours
     @documents_errors(tuple(_ERROR_DOCS))
     @blp.arguments(AmazonImportRequestSchema(), error_status_code=400)
     @blp.response(200, AmazonImportProductSchema(), description="Every core field present")
@@ -265,7 +348,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
         product, status, marketplace = _import_one(args["url"])
         return product, status, _rate_limit_headers([marketplace])
 
-    @blp.route("/import/batch", methods=["POST"])
+    @blp.route("/import/batch", methods=["POST"], tags=[TAG])
+    @_ours
     @documents_errors(_BATCH_ERROR_STATUSES)
     @blp.arguments(AmazonImportBatchRequestSchema(), error_status_code=400)
     @blp.response(
@@ -325,3 +409,11 @@ def _plain(messages: Any) -> Any:
     if isinstance(messages, dict) and set(messages) == {"json"}:
         messages = messages["json"]
     return messages
+
+
+def rename_tag(api: Any) -> None:
+    """flask-smorest adds each blueprint's *name* to the document's tag list; ours is
+    listed under :data:`TAG`, the tag its operations carry."""
+    for tag in getattr(api.spec, "_tags", ()):
+        if tag.get("name") == BLUEPRINT_NAME:
+            tag["name"] = TAG

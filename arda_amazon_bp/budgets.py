@@ -26,13 +26,16 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from .errors import AmazonImportError, rate_limited
 from .hookspecs import hookimpl
 from .quota import Quota, _parse_windows, _Window
+
+if TYPE_CHECKING:
+    from .plugins import AppPlugins
 
 __all__ = ["ANONYMOUS", "PrincipalBudgets", "default_principal_key", "principal_key"]
 
@@ -60,7 +63,7 @@ def arda_amazon_principal_key(principal: Any) -> str:
     return default_principal_key(principal)
 
 
-def principal_key(plugin_manager: pluggy.PluginManager, principal: Any) -> str:
+def principal_key(plugin_manager: pluggy.PluginManager | AppPlugins, principal: Any) -> str:
     """The budget key of ``principal``: the ``arda_amazon_principal_key`` hook's answer."""
     if principal is None:
         return ANONYMOUS  # authentication disabled: every anonymous request shares one

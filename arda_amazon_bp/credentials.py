@@ -16,11 +16,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    from .plugins import AppPlugins
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +238,7 @@ def store_fields(
 
 
 def available_backends(
-    pm: pluggy.PluginManager, marketplace: str | None = None
+    pm: pluggy.PluginManager | AppPlugins, marketplace: str | None = None
 ) -> dict[str, tuple[BackendFactory, str]]:
     """Every backend the registered plugins offer: ``{name: (factory, plugin name)}``.
 
@@ -275,7 +278,10 @@ def available_backends(
 
 
 def backend_from_plugins(
-    pm: pluggy.PluginManager, name: str, config: Mapping[str, Any], marketplace: str | None = None
+    pm: pluggy.PluginManager | AppPlugins,
+    name: str,
+    config: Mapping[str, Any],
+    marketplace: str | None = None,
 ) -> CredentialBackend:
     """Build the backend called ``name`` (``AMAZON_CREDENTIALS_BACKEND``) from ``config``.
 

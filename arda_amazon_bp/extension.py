@@ -14,7 +14,7 @@ from flask import Flask
 from flask_smorest import Api
 
 from . import config, logs, metrics
-from .blueprint import make_blueprint
+from .blueprint import make_blueprint, rename_tag
 from .cache import NullCache, ProductCache, cache_from_uri
 from .config import ConfigError, Settings
 from .creators import CreatorsClient
@@ -27,7 +27,7 @@ from .credentials import (
     backend_from_plugins,
 )
 from .lookup import ProductLookup
-from .plugins import make_plugin_manager
+from .plugins import AppPlugins, PluginScopes, app_context, make_plugin_manager, register_for_app
 from .quota import Quota
 from .short_links import ShortLinks
 from .stores import StoreRuntime
@@ -57,7 +57,7 @@ class AmazonImportState:
     """Per-app state, kept in ``app.extensions["arda_amazon_bp"]``."""
 
     settings: Settings
-    plugin_manager: pluggy.PluginManager
+    plugin_manager: AppPlugins
     credentials: CredentialProvider
     client: CreatorsClient
     quota: Quota
@@ -100,6 +100,8 @@ class AmazonImportState:
         return self.stores[marketplace or self.settings.marketplace]
 
     def close(self) -> None:
+        """Stop the lookup threads and close connections (idempotent; see
+        :meth:`AmazonImport.close`)."""
         self.lookup.close()
         self.quota.close()
         for store in self.stores.values() or [
@@ -113,10 +115,11 @@ class AmazonImport:
     """Adds ``POST {AMAZON_IMPORT_URL_PREFIX}/import`` to a Flask app's flask-smorest ``Api``.
 
     ``AmazonImport(app, api)`` or ``AmazonImport().init_app(app, api)``. The extension owns
-    one plugin manager (``plugin_manager``) shared by every app it is initialised on; per-app
-    state lives in ``app.extensions["arda_amazon_bp"]``. With prometheus_client installed,
-    metrics go to ``metrics_registry`` (default: prometheus_client's ``REGISTRY``; see
-    docs/metrics.md).
+    one plugin manager (``plugin_manager``) shared by every app it is initialised on;
+    :meth:`register` with ``app=`` adds a plugin for one app only. Per-app state lives in
+    ``app.extensions["arda_amazon_bp"]``; :meth:`close` releases it. With
+    prometheus_client installed, metrics go to ``metrics_registry`` (default:
+    prometheus_client's ``REGISTRY``; see docs/metrics.md).
     """
 
     def __init__(
@@ -124,32 +127,64 @@ class AmazonImport:
     ) -> None:
         self.plugin_manager: pluggy.PluginManager = make_plugin_manager()
         self.metrics_registry = metrics_registry
+        self._scopes = PluginScopes()
         if app is not None:
             self.init_app(app, api)
+
+    def register(
+        self, plugin: object, *, app: Flask | None = None, name: str | None = None
+    ) -> str | None:
+        """Register a plugin for every app of this extension, or with ``app`` for that app
+        only (an app factory registers its auth hook this way; see docs/plugins.md).
+
+        A credential backend registered for one app must be registered before that app's
+        ``init_app``. Returns the name pluggy registered the plugin under.
+        """
+        if app is None:
+            return self.plugin_manager.register(plugin, name=name)
+        return register_for_app(self.plugin_manager, self._scopes, plugin, app, name)
+
+    def close(self, app: Flask) -> None:
+        """Stop ``app``'s threads (lookup dispatcher, upstream calls, quota timers), close
+        its connections (Creators API, Redis) and unregister its per-app plugins.
+
+        Idempotent; a no-op for an app this extension was never initialised on. Call it
+        when an app is thrown away while the process goes on (tests, app factories run
+        per tenant). A request served after ``close`` starts the threads again.
+        """
+        state = app.extensions.get(EXTENSION_NAME)
+        if isinstance(state, AmazonImportState):
+            state.close()
+        self._scopes.forget(self.plugin_manager, app)
 
     def init_app(
         self, app: Flask, api: Api | None = None, *, metrics_registry: Any = None
     ) -> AmazonImport:
         """Apply config defaults, build the state, register the blueprint and CLI."""
+        plugins = AppPlugins(self.plugin_manager, self._scopes, app)
         try:
             config.apply_defaults(app.config)
             settings = Settings.from_config(app.config)
-            backends: dict[str, CredentialBackend] = {
-                marketplace: StoreBackend(
-                    backend_from_plugins(
-                        self.plugin_manager, settings.credentials_backend, app.config, marketplace
-                    ),
-                    marketplace,
-                )
-                for marketplace in settings.marketplaces
-            }
-            if settings.credentials_backend == "config":
-                _check_regions_now(backends)
+            with app_context(app):
+                backends: dict[str, CredentialBackend] = {
+                    marketplace: StoreBackend(
+                        backend_from_plugins(
+                            plugins, settings.credentials_backend, app.config, marketplace
+                        ),
+                        marketplace,
+                    )
+                    for marketplace in settings.marketplaces
+                }
+                if settings.credentials_backend == "config":
+                    _check_regions_now(backends)
         except ConfigError as exc:
             raise ConfigError(f"arda_amazon_bp: {exc}") from None
 
         if api is None:
-            # Only when the host has no Api of its own; its keys win when it set them.
+            api = _existing_api(app)
+        if api is None:
+            # An app with no flask-smorest Api at all (a demo): we make one. Its keys win
+            # when it set them. A host that wants its own Api must create it first.
             app.config.setdefault("API_TITLE", "Amazon import")
             app.config.setdefault("API_VERSION", "1")
             app.config.setdefault("OPENAPI_VERSION", "3.0.3")
@@ -189,11 +224,18 @@ class AmazonImport:
         primary = stores[settings.marketplace]
         credentials, client, cache = primary.credentials, primary.client, primary.cache
         lookup = ProductLookup(
-            settings, client, quota, cache, credentials, metrics=recorder, stores=stores
+            settings,
+            client,
+            quota,
+            cache,
+            credentials,
+            metrics=recorder,
+            thread_name=f"arda-amazon-{app.name}",
+            stores=stores,
         )
         state = AmazonImportState(
             settings=settings,
-            plugin_manager=self.plugin_manager,
+            plugin_manager=plugins,
             credentials=credentials,
             client=client,
             quota=quota,
@@ -207,6 +249,7 @@ class AmazonImport:
 
         logs.install(_LOGGERS)
         api.register_blueprint(make_blueprint(settings.url_prefix))
+        rename_tag(api)
 
         from .cli import amazon_cli
 
@@ -234,7 +277,11 @@ def _check_regions_now(backends: Mapping[str, CredentialBackend]) -> None:
             continue  # reported where the credentials are used, as before
 
 
-def get_state(app: Flask) -> AmazonImportState:
-    """The extension state of ``app`` (raises ``KeyError`` when not initialised)."""
-    state: AmazonImportState = app.extensions[EXTENSION_NAME]
-    return state
+def _existing_api(app: Flask) -> Api | None:
+    """The Api the app already has (flask-smorest keeps them by config prefix), or None.
+
+    With several, the unprefixed one; a host with several should pass the one it means.
+    """
+    apis = app.extensions.get("flask-smorest", {}).get("apis", {})
+    entry = apis.get("") or (next(iter(apis.values())) if len(apis) == 1 else None)
+    return entry["ext_obj"] if entry else None

@@ -77,7 +77,8 @@ def arda_amazon_upstream_call(event: Mapping[str, Any]) -> None:
     ``asins`` (list, empty for tokens), ``status`` (HTTP status or ``None`` when no
     answer came), ``outcome`` (``"ok"`` or an upstream reason such as ``"timeout"``),
     and ``elapsed`` in seconds. It never contains a credential or a token. Exceptions
-    raised by an implementation are logged and ignored.
+    raised by an implementation are logged and ignored. Runs on a lookup thread, inside
+    the app's app context (``current_app`` works; docs/plugins.md, *Where hooks run*).
     """
 
 
@@ -89,5 +90,6 @@ def arda_amazon_upstream_event(name: str, details: Mapping[str, Any]) -> None:
     (the account lost Creators API access, usually because qualifying sales lapsed) or
     ``"credentials_rejected"`` when Amazon refuses the credential itself. Called at most
     once per event name per ``AMAZON_UPSTREAM_EVENT_INTERVAL_SECONDS`` per process.
-    ``details`` never contains a secret.
+    ``details`` never contains a secret. Runs inside the app's app context, usually on a
+    lookup thread.
     """

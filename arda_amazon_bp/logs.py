@@ -2,9 +2,11 @@
 
 The blueprint binds the id (the host's ``X-Request-ID``, else a generated one) for the
 request; lookups that run on the dispatcher's threads bind the ids of every request
-their batch serves. A filter on the package's loggers appends ``request_id=…`` to each
-message, so the lines stay greppable with whatever formatter the host uses, and sets
-``record.request_id`` for structured (JSON) formatters.
+their batch serves. A filter on the package's loggers sets the LogRecord attribute
+``request_id`` (comma-joined when a line serves several requests). The message template
+(``record.msg``) is left alone, so an aggregator that groups lines by template (Sentry,
+Datadog) sees one template per kind of line, not one per request. Print the id with a
+formatter field, ``%(request_id)s``, as docs/configuration.md ("Logging") shows.
 """
 
 from __future__ import annotations
@@ -54,14 +56,19 @@ def unbind_request_id(token: contextvars.Token[tuple[str, ...]]) -> None:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds the bound request id(s) to a record (never drops a record)."""
+    """Sets ``record.request_id`` to the bound request id(s); never drops a record and
+    never touches the message.
+
+    Attached to the package's loggers by ``init_app``; a host may also attach it to a
+    handler, so the host's own lines logged during an import carry the id too. Outside
+    an import no attribute is set: give the formatter a default
+    (``logging.Formatter(fmt, defaults={"request_id": "-"})``).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         ids = _request_ids.get()
         if ids and not hasattr(record, "request_id"):
-            joined = ",".join(ids)
-            record.request_id = joined
-            record.msg = f"{record.msg} request_id={joined}"
+            record.request_id = ",".join(ids)
         return True
 
 

@@ -9,9 +9,10 @@ A naive client spends one upstream call per import. Here:
   once: nothing waits for company.
 
 One dispatcher thread per marketplace and process takes slots and forms batches; the
-HTTP calls themselves run on a small pool, so a slow answer never holds the next slot
+HTTP calls themselves run on threads of their own (at most :data:`MAX_CALLS_IN_FLIGHT`,
+started per call, so nothing idles between imports), so a slow answer never holds the next slot
 back when the configured rate allows more than one call in flight. A slot is taken only
-once a pool thread is free to send its call at once: the limiter spaces *slots*, and
+once a call thread is free to send its call at once: the limiter spaces *slots*, and
 Amazon counts *arrivals*, so a call that queued for a thread after its slot was taken
 (the fifth of a burst under a 5/second limit, one call's duration late) would eat the
 ``AMAZON_RATE_MARGIN_SECONDS`` margin and could arrive inside Amazon's window.
@@ -25,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -56,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 #: Concurrent getItems calls per process; the quota, not this, sets the pace.
 MAX_CALLS_IN_FLIGHT = 4
+#: How long ``close()`` waits for the dispatcher and calls in flight to end.
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -77,13 +80,14 @@ class _Dispatcher:
         self._cond = threading.Condition()
         self._pending: OrderedDict[str, _Waiter] = OrderedDict()
         self._in_flight: dict[str, Future[dict[str, Any]]] = {}
-        self._pool = ThreadPoolExecutor(
-            max_workers=MAX_CALLS_IN_FLIGHT, thread_name_prefix=f"arda-amazon-{marketplace}"
-        )
-        # One permit per pool thread: held from taking a slot until the call is done.
+        # Daemon threads named after the app, so a host can tell whose they are and an
+        # interpreter never waits for them at exit (ThreadPoolExecutor's workers are joined).
+        self._call_name = f"{lookup.thread_name}-call-{marketplace}"
+        self._calls: set[threading.Thread] = set()
+        # One permit per call thread: held from taking a slot until the call is done.
         self._free_threads = threading.BoundedSemaphore(MAX_CALLS_IN_FLIGHT)
         self._thread = threading.Thread(
-            target=self._run, name=f"arda-amazon-dispatch-{marketplace}", daemon=True
+            target=self._run, name=f"{lookup.thread_name}-dispatch-{marketplace}", daemon=True
         )
         self._closed = False
         self._thread.start()
@@ -135,11 +139,24 @@ class _Dispatcher:
         futures[asin] = waiter.future
         return True
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Stop the dispatcher, answer the requests still queued, and wait (up to
+        ``timeout`` in all) for the dispatcher and the calls in flight to end."""
         with self._cond:
             self._closed = True
+            waiting = list(self._pending.values())
+            self._pending.clear()
             self._cond.notify_all()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._fail(
+            waiting,
+            upstream_unavailable(UpstreamReason.CONNECTION_ERROR, "The import service stopped."),
+        )
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            threads = [self._thread, *self._calls]
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         while True:
@@ -177,7 +194,7 @@ class _Dispatcher:
                 self._free_threads.release()
 
     def _take_slot_and_send(self, credentials: Credentials, oldest: _Waiter) -> bool:
-        """With a free thread in hand: take a slot and hand a batch to the pool (True),
+        """With a free thread in hand: take a slot and start a call thread with a batch (True),
         or answer those who cannot wait any longer (False)."""
         budget = max(0.0, oldest.deadline - time.monotonic())
         try:
@@ -197,10 +214,19 @@ class _Dispatcher:
         batch = self._take(self._lookup.settings.max_items_per_call, in_flight=True)
         if not batch:  # empty only if every waiter was answered meanwhile
             return False
-        try:
-            self._pool.submit(self._call, credentials, batch)
-        except RuntimeError as exc:  # the pool was shut down (close()) meanwhile
-            self._finish(batch, error=exc)
+        with self._cond:
+            closed = self._closed
+            if not closed:  # started under the lock: close() never joins an unstarted one
+                thread = threading.Thread(
+                    target=self._call, args=(credentials, batch), name=self._call_name, daemon=True
+                )
+                self._calls.add(thread)
+                thread.start()
+        if closed:  # close() ran meanwhile: answer rather than start a call
+            stopped = upstream_unavailable(
+                UpstreamReason.CONNECTION_ERROR, "The import service stopped."
+            )
+            self._finish(batch, error=stopped)
             return False
         return True
 
@@ -218,6 +244,8 @@ class _Dispatcher:
         try:
             self._call_upstream(credentials, batch)
         finally:
+            with self._cond:
+                self._calls.discard(threading.current_thread())
             self._free_threads.release()
 
     def _call_upstream(self, credentials: Credentials, batch: list[_Waiter]) -> None:
@@ -302,6 +330,7 @@ class ProductLookup:
         credentials: CredentialProvider,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        thread_name: str = "arda-amazon",
         metrics: Recorder = NULL_RECORDER,
         stores: Mapping[str, StoreRuntime] | None = None,
     ) -> None:
@@ -314,6 +343,7 @@ class ProductLookup:
                 settings.marketplace: StoreRuntime(settings.marketplace, credentials, client, cache)
             }
         )
+        self.thread_name = thread_name
         self.metrics = metrics
         #: Requests of this process waiting for Amazon (AMAZON_MAX_WAITING).
         self.waiting = WaitingGate(settings.max_waiting)

@@ -69,8 +69,10 @@ Penalties
 Storage per process, and outages
     Storages are built lazily on first use and rebuilt when ``os.getpid()`` changes (a
     gunicorn worker forked after import must not share the parent's Redis sockets or its
-    in-memory state). A ``memory://`` storage belongs to one :class:`Quota`, so two apps in
-    one process never share limits. Redis connections get short socket timeouts
+    in-memory state). Every :class:`Quota` of a process that limits in memory shares one
+    ``memory://`` storage (:class:`_ProcessMemory`), so two apps in one process with one
+    credential share its windows, keyed by credential key, as Amazon counts them; it is
+    released when the last of them closes. Redis connections get short socket timeouts
     (:data:`REDIS_SOCKET_TIMEOUT`, :data:`REDIS_CONNECT_TIMEOUT`; query parameters in
     the URI win). With a shared storage each process also keeps an in-memory copy of its
     own calls. If the shared storage fails, the quota logs one WARNING for the outage and
@@ -120,6 +122,7 @@ __all__ = [
     "REDIS_SOCKET_TIMEOUT",
     "Quota",
     "WindowStatus",
+    "reset_process_memory",
 ]
 
 logger = logging.getLogger(__name__)
@@ -394,6 +397,57 @@ class _Store:
                 logger.debug("closing the rate-limit storage failed", exc_info=True)
 
 
+class _ProcessMemory:
+    """The one in-memory ``limits`` storage of this process, shared by reference count.
+
+    Amazon counts calls per credential, not per Flask app: two apps of one process with
+    one credential must see each other's calls. Keys carry the credential key and the
+    limit, so apps with other credentials or other limits never collide.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        reset_in_child(self._reset)
+
+    def _reset(self) -> None:
+        # In a forked child: the parent's storage and its timer thread are not ours.
+        self._lock = threading.Lock()
+        self._storage: MemoryStorage | None = None
+        self._users = 0
+        self._pid = os.getpid()
+
+    def acquire(self) -> MemoryStorage:
+        with self._lock:
+            if self._pid != os.getpid():  # a fork without the at-fork hook (Quota checks too)
+                self._storage, self._users, self._pid = None, 0, os.getpid()
+            if self._storage is None:
+                self._storage = MemoryStorage()
+            self._users += 1
+            return self._storage
+
+    def release(self, storage: Storage) -> bool:
+        """Drop one use of ``storage``; True when it was the last (then close it)."""
+        with self._lock:
+            if storage is not self._storage:
+                return False
+            self._users -= 1
+            if self._users > 0:
+                return False
+            self._storage = None
+            return True
+
+
+_PROCESS_MEMORY = _ProcessMemory()
+
+
+def reset_process_memory() -> None:
+    """Forget every in-memory window and penalty of this process, for test suites that
+    build an app per test: the next quota starts from a fresh storage. Quotas still open
+    keep the storage they had (close apps with ``AmazonImport.close(app)``)."""
+    with _PROCESS_MEMORY._lock:
+        _PROCESS_MEMORY._storage, _PROCESS_MEMORY._users = None, 0
+
+
 class Quota:
     """Upstream slots per credential key, within Amazon's limits (see the module docs).
 
@@ -521,7 +575,10 @@ class Quota:
             stores = [s for s in (self._primary, self._local) if s is not None]
             self._primary = self._local = None
         for store in stores:
-            store.close()
+            if not isinstance(store.storage, MemoryStorage) or _PROCESS_MEMORY.release(
+                store.storage
+            ):
+                store.close()
 
     # -- per-process state --------------------------------------------------------------
 
@@ -548,8 +605,13 @@ class Quota:
         if primary is None:
             with self._lock:
                 if self._primary is None:
-                    self._local = _Store(self._build("memory://")) if self._shared else None
-                    self._primary = _Store(self._build(self._uri, timeouts=self._redis_family))
+                    memory = _Store(_PROCESS_MEMORY.acquire())
+                    self._local = memory if self._shared else None
+                    self._primary = (
+                        _Store(self._build(self._uri, timeouts=self._redis_family))
+                        if self._shared
+                        else memory
+                    )
                 primary = self._primary
         return primary, self._local
 

@@ -381,7 +381,9 @@ def test_unexpected_exception_is_500_with_request_id_and_no_traceback(
     response = post_import(client, {"url": US_LINK})
     error = assert_envelope(response, 500, "INTERNAL_ERROR")
     assert "boom" not in response.get_data(as_text=True)
-    assert error["details"]["requestId"] in caplog.text  # the log line names the request
+    failure = [r for r in caplog.records if r.exc_info]
+    assert failure, "the unexpected exception was not logged"
+    assert {r.request_id for r in failure} == {error["details"]["requestId"]}  # names the request
 
 
 def test_every_error_code_has_a_test_above():

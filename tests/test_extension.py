@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from fixtures_app import FAST_CONFIG, make_item
 from flask import Flask
 from flask_smorest import Api
 
@@ -30,6 +34,20 @@ def test_without_an_api_the_extension_creates_one(creators_env):
         assert "flask-smorest" in app.extensions
     finally:
         app.extensions["arda_amazon_bp"].close()
+
+
+def test_without_an_api_argument_the_apps_own_api_is_used(creators_env):
+    """The README's no-argument path with a host that has its Api already: no second Api
+    (which would clash with the host's), our routes join the host's document."""
+    app = Flask("has_api")
+    app.config.update(API_TITLE="Host", API_VERSION="2", OPENAPI_VERSION="3.0.3")
+    api = Api(app)
+    extension = AmazonImport(app)
+    try:
+        assert list(app.extensions["flask-smorest"]["apis"]) == [""]
+        assert "/api/amazon/import" in api.spec.to_dict()["paths"]
+    finally:
+        extension.close(app)
 
 
 def test_url_prefix_is_configurable(make_app):
@@ -62,6 +80,12 @@ def test_two_apps_get_separate_state(make_app):
 
 def test_cli_group_is_registered(app):
     assert "amazon" in app.cli.commands
+
+
+class AllowAll:
+    @hookimpl
+    def arda_amazon_authenticate(self, request):
+        return "anyone"
 
 
 class Recorder:
@@ -109,6 +133,66 @@ def test_a_failing_observer_never_breaks_an_import(app, client, amazon):
         "/api/amazon/import", json={"url": "https://www.amazon.com/dp/B0HOOKED01"}
     )
     assert response.status_code == 206
+
+
+def _our_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("arda-amazon-")]
+
+
+def test_fifty_apps_opened_and_closed_leave_no_threads_behind(creators_env, amazon):
+    """Every app starts a dispatcher, call threads and the quota's expiry timer; close(app)
+    stops them all. Threads are daemon threads named after their app."""
+    amazon.add(make_item("B0CLOSED01"))
+    baseline = set(threading.enumerate())
+    extension = AmazonImport()
+    extension.register(AllowAll())
+    for number in range(50):
+        app = Flask(f"tenant{number}")
+        app.config.update(API_TITLE="T", API_VERSION="1", OPENAPI_VERSION="3.0.3", **FAST_CONFIG)
+        extension.init_app(app, Api(app))
+        response = app.test_client().post(
+            "/api/amazon/import", json={"url": "https://www.amazon.com/dp/B0CLOSED01"}
+        )
+        assert response.status_code == 200
+        mine = [t for t in _our_threads() if t.name.startswith(f"arda-amazon-{app.name}-")]
+        assert mine and all(t.daemon for t in mine)
+        extension.close(app)
+        extension.close(app)  # idempotent
+        assert not [t for t in mine if t.is_alive()]
+    deadline = time.monotonic() + 5  # a cancelled Timer's thread ends on its own, promptly
+    while set(threading.enumerate()) - baseline and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert set(threading.enumerate()) - baseline == set()
+
+
+def test_close_of_an_app_never_initialised_is_a_no_op():
+    AmazonImport().close(Flask("stranger"))
+
+
+def test_a_plugin_registered_for_one_app_is_not_asked_by_another(make_app):
+    extension = AmazonImport()
+    first, second = Flask("first"), Flask("second")
+    for app in (first, second):
+        app.config.update(API_TITLE="T", API_VERSION="1", OPENAPI_VERSION="3.0.3", **FAST_CONFIG)
+        extension.init_app(app, Api(app))
+    seen = []
+
+    class Auth:
+        def __init__(self, name):
+            self.name = name
+
+        @hookimpl
+        def arda_amazon_authenticate(self, request):
+            seen.append(self.name)
+
+    # Same plugin name for both apps, as an app factory registers it.
+    extension.register(Auth("first"), app=first, name="auth")
+    extension.register(Auth("second"), app=second, name="auth")
+    for app in (first, second):
+        app.test_client().post("/api/amazon/import", json={"url": "x"})
+    assert seen == ["first", "second"]
+    for app in (first, second):
+        extension.close(app)
 
 
 def test_every_module_that_logs_gets_request_ids():

@@ -263,12 +263,31 @@ def test_daily_snapshot_is_reused_until_stale_or_our_own_call(
     assert len(reads) == 3
 
 
-def test_memory_state_belongs_to_one_quota(clock: FakeClock, new_quota: Any) -> None:
+def test_memory_windows_are_shared_per_process_by_credential_key(
+    clock: FakeClock, new_quota: Any
+) -> None:
+    """Amazon counts per credential: another app of this process with the same credential
+    sees this one's calls; another credential does not."""
     first = new_quota(make_settings("1/day"), clock)
     second = new_quota(make_settings("1/day"), clock)
     first.acquire(KEY)
-    second.acquire(KEY, max_wait=0)  # another app in the same process: its own limits
-    assert refusal(first).details["limit"] == "day"
+    assert refusal(second).details["limit"] == "day"
+    second.acquire("another-credential", max_wait=0)
+    assert second.daily(KEY).used == 1
+
+
+def test_the_shared_memory_storage_is_released_with_its_last_user() -> None:
+    memory = quota_module._ProcessMemory()
+    first, second = memory.acquire(), memory.acquire()
+    assert first is second
+    assert not memory.release(first)  # one user left: keep it
+    assert memory.release(second)  # the last one: the caller closes it
+    fresh = memory.acquire()
+    assert fresh is not first
+    assert not memory.release(first)  # a stale storage never touches the new count
+    assert memory.release(fresh)
+    fresh.timer.cancel()
+    first.timer.cancel()
 
 
 def test_storage_is_rebuilt_after_a_fork(

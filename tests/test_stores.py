@@ -18,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from arda_amazon_bp.config import ConfigError
-from arda_amazon_bp.extension import get_state
+from arda_amazon_bp.extension import AmazonImportState
 from arda_amazon_bp.testing import EXAMPLE_ASIN
 from arda_amazon_bp.testing import sandbox as cs
 
@@ -26,6 +26,11 @@ US = "www.amazon.com"
 UK = "www.amazon.co.uk"
 DE = "www.amazon.de"
 DE_TAG = "ardademode-21"
+
+
+def get_state(app: Flask) -> AmazonImportState:
+    state: AmazonImportState = app.extensions["arda_amazon_bp"]
+    return state
 
 
 def _client(app: Flask) -> FlaskClient:

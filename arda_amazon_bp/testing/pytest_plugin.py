@@ -32,7 +32,12 @@ def amazon_sandbox(amazon_sandbox_server: AmazonSandbox) -> Iterator[AmazonSandb
 
     ``.config`` (app config for the plugin), ``.example_url``, ``.stats()``,
     ``.fault(...)``, and the rest of :class:`arda_amazon_bp.testing.AmazonSandbox`.
+    The process's in-memory quota windows are reset too: they are shared per credential
+    across apps (docs/configuration.md), and the previous test's app used this one's.
     """
+    from ..quota import reset_process_memory
+
+    reset_process_memory()
     amazon_sandbox_server.reset(full=True)
     yield amazon_sandbox_server
     amazon_sandbox_server.reset(full=True)
