@@ -209,8 +209,12 @@ class StoreBackend:
         check_region(credentials, self.marketplace)
         return credentials
 
+    def __getattr__(self, name: str) -> Any:
+        # What operators' commands read off a backend (op_version, path …) stays visible.
+        return getattr(self.backend, name)
+
     def __repr__(self) -> str:
-        return f"{self.backend!r}[{self.marketplace}]"
+        return repr(self.backend)
 
 
 def store_fields(
