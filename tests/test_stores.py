@@ -259,3 +259,72 @@ def test_single_store_config_serves_only_amazon_marketplace(
     assert list(state.stores) == [US]
     assert state.settings.marketplaces == (US,)
     assert state.store().credentials is state.credentials
+
+
+# --- operators' commands, per store ------------------------------------------------------
+
+
+def _cli(app: Flask, *args: str) -> Any:
+    return app.test_cli_runner().invoke(args=["amazon", *args])
+
+
+def test_check_credentials_checks_every_served_store(
+    two_stores: Callable[..., Flask], sandbox: SandboxHandle
+) -> None:
+    result = _cli(two_stores(), "check-credentials", "--json")
+
+    assert result.exit_code == 0, result.output
+    reports = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["marketplace"], r["partnerTag"], r["region"]) for r in reports] == [
+        (US, cs.DEMO_PARTNER_TAG, "NA"),
+        (UK, cs.DEMO_UK_PARTNER_TAG, "EU"),
+    ]
+    assert cs.DEMO_EU_CREDENTIAL_SECRET not in result.output
+
+
+def test_check_credentials_fails_for_the_one_store_whose_region_differs(
+    make_app: Callable[..., Flask],
+    sandbox: SandboxHandle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = {**sandbox.stores_config(), "AMAZON_CREDENTIALS_BACKEND": "env"}
+    del config["AMAZON_CREDENTIALS"]
+    monkeypatch.setenv("AMAZON_CREATORS_VERSION", "3.1")  # the rest: make_app's env
+    app = make_app(**config)
+
+    both = _cli(app, "check-credentials")
+    us_only = _cli(app, "check-credentials", "--marketplace", US)
+
+    assert both.exit_code == 1
+    assert f"== {US}" in both.stdout and f"== {UK}" in both.stdout
+    assert f"store {UK} has version 3.1, which serves region NA" in both.stderr
+    assert us_only.exit_code == 0, us_only.output
+    assert "==" not in us_only.stdout
+
+
+def test_an_unserved_marketplace_option_is_a_usage_error(
+    two_stores: Callable[..., Flask],
+) -> None:
+    result = _cli(two_stores(), "quota", "--marketplace", DE)
+
+    assert result.exit_code == 2
+    assert f"served: {US}, {UK}" in result.output
+
+
+def test_smoke_and_quota_run_per_store(
+    two_stores: Callable[..., Flask], sandbox: SandboxHandle
+) -> None:
+    app = two_stores(AMAZON_SMOKE_ASIN=EXAMPLE_ASIN)
+
+    smoke = _cli(app, "smoke", "--json")
+    quota = _cli(app, "quota", "--json")
+
+    assert smoke.exit_code == 0, smoke.output
+    assert [json.loads(line)["partnerTag"] for line in smoke.stdout.splitlines()] == [
+        cs.DEMO_PARTNER_TAG,
+        cs.DEMO_UK_PARTNER_TAG,
+    ]
+    assert sorted(c["marketplace"] for c in _get_items_calls(sandbox)) == sorted([US, UK])
+    assert quota.exit_code == 0, quota.output
+    keys = [json.loads(line)["quotaKey"] for line in quota.stdout.splitlines()]
+    assert len(set(keys)) == 2
