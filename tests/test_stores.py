@@ -108,6 +108,20 @@ def test_two_credentials_have_two_buckets(
     assert uk.headers["RateLimit-Remaining"] == str(state.quota.daily(keys[UK]).remaining)
 
 
+def test_rate_limit_headers_describe_the_bucket_of_the_requests_store(
+    two_stores: Callable[..., Flask], sandbox: SandboxHandle
+) -> None:
+    client = _client(two_stores(AMAZON_RATE_LIMITS="100/second;50/day"))
+
+    for asin in ("B0SYN00001", "B0SYN00002", "B0SYN00003"):
+        us = _import(client, f"https://{US}/dp/{asin}")
+    uk = _import(client, f"https://{UK}/dp/B0SYN00004")
+
+    assert us.headers["RateLimit-Remaining"] == "47"  # three calls on the NA credential
+    assert uk.headers["RateLimit-Remaining"] == "49"  # one on the EU credential
+    assert uk.headers["RateLimit-Limit"] == "50"
+
+
 def test_one_credential_serving_two_stores_shares_one_bucket(
     make_app: Callable[..., Flask], sandbox: SandboxHandle
 ) -> None:
