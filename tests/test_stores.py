@@ -246,6 +246,7 @@ def test_the_same_asin_is_cached_separately_per_store(
     assert [p["marketplace"] for p in again] == [US, UK]
     assert again == first
     assert f"tag={cs.DEMO_UK_PARTNER_TAG}" in again[1]["detailPageUrl"]
+    assert (first[0]["price"]["currency"], first[1]["price"]["currency"]) == ("USD", "GBP")
 
 
 def test_one_token_url_with_version_serves_both_credential_families(

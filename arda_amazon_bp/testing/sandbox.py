@@ -67,7 +67,8 @@ stricter of the plausible answers, so a client that passes here passes there):
   partner tags of the Associates account there; by default ``www.amazon.co.uk`` with
   ``DEMO_UK_PARTNER_TAG``, served by the demo EU credential ``DEMO_EU_CREDENTIAL_ID``,
   version 3.2). A partner tag is accepted only in its own store, as Amazon ties a tag
-  to one store (``InvalidPartnerTag`` otherwise);
+  to one store (``InvalidPartnerTag`` otherwise); prices come in the store's currency
+  (the catalog's amounts, GBP in the UK);
 * tokens remember the credential versions they were issued for and expire;
 * unknown resources, a wrong ``x-marketplace`` or content type, and 0 or more than 10
   ``itemIds`` are rejected; unknown body members are ignored (as Smithy services do).
@@ -554,7 +555,30 @@ def render_item(
         projected = _project(full, resource.split("."))
         if projected is not _MISSING:
             _merge(item, projected)
+    _localize_prices(item, marketplace)
     return item
+
+
+#: How a store shows its currency in ``displayAmount`` (the catalog is priced in USD).
+_CURRENCY_SYMBOLS = {"USD": "$", "GBP": "£", "EUR": "€", "JPY": "¥", "CAD": "$", "AUD": "$"}
+
+
+def _localize_prices(item: dict[str, Any], marketplace: str) -> None:
+    """Prices in the store's own currency, as each Amazon store answers in its own (the
+    catalog's amounts are kept; only currency and display change)."""
+    from arda_amazon_bp.marketplaces import MARKETPLACES
+
+    store = MARKETPLACES.get(marketplace)
+    if store is None or store.currency == "USD":
+        return
+    symbol = _CURRENCY_SYMBOLS.get(store.currency, store.currency + " ")
+    for listing in item.get("offersV2", {}).get("listings", []) or []:
+        price = listing.get("price") if isinstance(listing, dict) else None
+        for key in ("money", "pricePerUnit"):
+            money = price.get(key) if isinstance(price, dict) else None
+            if isinstance(money, dict) and isinstance(money.get("amount"), (int, float)):
+                money["currency"] = store.currency
+                money["displayAmount"] = f"{symbol}{money['amount']:,.2f}"
 
 
 # ------------------------------------------------------------------------------ state
