@@ -175,8 +175,7 @@ class AmazonImport:
                     )
                     for marketplace in settings.marketplaces
                 }
-                if settings.credentials_backend == "config":
-                    _check_regions_now(backends)
+                _check_regions_now(backends)
         except ConfigError as exc:
             raise ConfigError(f"arda_amazon_bp: {exc}") from None
 
@@ -265,10 +264,13 @@ class AmazonImport:
 
 
 def _check_regions_now(backends: Mapping[str, CredentialBackend]) -> None:
-    """Refuse at ``init_app`` a set that cannot serve its store, where loading costs
-    nothing (the ``config`` backend); other backends are checked on every load, before
-    any upstream call (``credentials.StoreBackend``)."""
+    """Refuse at ``init_app`` a set that cannot serve its store, where loading costs no
+    I/O (a backend whose ``loads_without_io`` is true: ``config``, and ``env`` without
+    ``op://`` references). Every backend is also checked on every load, before any
+    upstream call (``credentials.StoreBackend``). Nothing loaded here is cached."""
     for backend in backends.values():
+        if getattr(backend, "loads_without_io", False) is not True:
+            continue
         try:
             backend.load()
         except RegionMismatchError as exc:

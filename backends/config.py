@@ -36,6 +36,9 @@ class ConfigBackend:
         """The four fields, validated; the error names the field, never its value."""
         return validate(store_fields(self._fields, self.marketplace), f"app config {KEY}")
 
+    #: A load reads the app config only: ``init_app`` checks the set against its store.
+    loads_without_io = True
+
     def __repr__(self) -> str:
         return "ConfigBackend()"
 

@@ -82,6 +82,17 @@ class EnvBackend:
             fields[name] = value
         return validate(fields, "environment variables AMAZON_CREATORS_*")
 
+    @property
+    def loads_without_io(self) -> bool:
+        """True when a load only reads variables (no ``op://`` reference to run op for):
+        ``init_app`` then checks the set against its store at once."""
+        environ = os.environ if self._environ is None else self._environ
+        return not any(
+            op_cli.is_reference(environ.get(var))
+            for candidates in self._variables.values()
+            for var in candidates
+        )
+
     def __repr__(self) -> str:
         return "EnvBackend()" if self.marketplace is None else f"EnvBackend({self.marketplace!r})"
 

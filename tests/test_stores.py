@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +56,20 @@ def _batch(client: FlaskClient, urls: list[str]) -> Any:
 
 def _get_items_calls(sandbox: SandboxHandle) -> list[dict[str, Any]]:
     return [c for c in sandbox.stats()["calls"] if c["endpoint"] == cs.GET_ITEMS]
+
+
+def _file_config(sandbox: SandboxHandle, tmp_path: Path, gb_version: str) -> dict[str, Any]:
+    """``stores_config`` with its credentials in an owner-only file (read on first use,
+    not at ``init_app``) and the UK set's version replaced."""
+    fields = sandbox.stores_config()["AMAZON_CREDENTIALS"]
+    fields["stores"]["GB"]["version"] = gb_version
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps(fields), encoding="utf-8")
+    path.chmod(0o600)
+    config = {**sandbox.stores_config(), "AMAZON_CREDENTIALS_BACKEND": "file"}
+    config["AMAZON_CREDENTIALS_FILE"] = str(path)
+    del config["AMAZON_CREDENTIALS"]
+    return config
 
 
 @pytest.fixture
@@ -204,21 +219,25 @@ def test_an_na_credential_configured_for_the_uk_fails_at_init_app(
     assert sandbox.stats()["token_requests"] == 0
 
 
+def test_an_na_credential_for_the_uk_in_the_environment_fails_at_init_app(
+    make_app: Callable[..., Flask], sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {**sandbox.stores_config(), "AMAZON_CREDENTIALS_BACKEND": "env"}
+    del config["AMAZON_CREDENTIALS"]
+    monkeypatch.setenv("AMAZON_CREATORS_VERSION", "3.1")  # the rest: make_app's env
+
+    with pytest.raises(ConfigError, match=f"store {UK} has version 3.1, which serves region NA"):
+        make_app(**config)
+
+
 def test_an_na_credential_for_the_uk_is_refused_before_any_call(
     make_app: Callable[..., Flask],
     sandbox: SandboxHandle,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The env backend is read on first use, not at init_app: refused there, still unsent.
-    config = sandbox.stores_config()
-    del config["AMAZON_CREDENTIALS"]
-    config["AMAZON_CREDENTIALS_BACKEND"] = "env"
-    monkeypatch.setenv("AMAZON_CREATORS_CREDENTIAL_ID", cs.DEMO_CREDENTIAL_ID)
-    monkeypatch.setenv("AMAZON_CREATORS_CREDENTIAL_SECRET", cs.DEMO_CREDENTIAL_SECRET)
-    monkeypatch.setenv("AMAZON_CREATORS_VERSION", "3.1")
-    monkeypatch.setenv("AMAZON_CREATORS_PARTNER_TAG", cs.DEMO_PARTNER_TAG)
-    monkeypatch.setenv("AMAZON_CREATORS_GB_PARTNER_TAG", cs.DEMO_UK_PARTNER_TAG)
+    # A file is read on first use, not at init_app: refused there, and still never sent.
+    config = _file_config(sandbox, tmp_path, gb_version="3.1")
     client = _client(make_app(**config))
 
     uk = _import(client, f"https://{UK}/dp/{EXAMPLE_ASIN}")
@@ -298,13 +317,9 @@ def test_check_credentials_checks_every_served_store(
 
 
 def test_check_credentials_fails_for_the_one_store_whose_region_differs(
-    make_app: Callable[..., Flask],
-    sandbox: SandboxHandle,
-    monkeypatch: pytest.MonkeyPatch,
+    make_app: Callable[..., Flask], sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
-    config = {**sandbox.stores_config(), "AMAZON_CREDENTIALS_BACKEND": "env"}
-    del config["AMAZON_CREDENTIALS"]
-    monkeypatch.setenv("AMAZON_CREATORS_VERSION", "3.1")  # the rest: make_app's env
+    config = _file_config(sandbox, tmp_path, gb_version="3.1")
     app = make_app(**config)
 
     both = _cli(app, "check-credentials")
