@@ -20,7 +20,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from flask import current_app, g, request
@@ -168,14 +168,15 @@ def _state() -> Any:
     return current_app.extensions["arda_amazon_bp"]
 
 
-def _rate_limit_headers(marketplaces: Any = ()) -> dict[str, str]:
+def _rate_limit_headers(marketplaces: Iterable[str] = ()) -> dict[str, str]:
     """IETF draft ``RateLimit-*`` headers for the daily quota of the credential that
     serves the request's store (of a batch: the bucket with the fewest calls left among
     its stores); the primary store's when no link parsed; empty if unknown."""
     state = _state()
     windows = []
+    wanted = list(dict.fromkeys(marketplaces)) or [state.settings.marketplace]
     try:
-        for marketplace in dict.fromkeys(marketplaces or [state.settings.marketplace]):
+        for marketplace in wanted:
             store = state.stores.get(marketplace) or state.store()
             credentials = store.credentials.get()
             window = state.quota.daily(credentials.quota_key, max_age=RATE_LIMIT_HEADER_MAX_AGE)

@@ -8,7 +8,8 @@ A naive client spends one upstream call per import. Here:
   call carries every waiting ASIN, up to 10 (**coalescing**). A lone request goes out at
   once: nothing waits for company.
 
-One dispatcher thread per marketplace and process takes slots and forms batches; the
+One dispatcher thread per served store (``stores.StoreRuntime``: that store's credentials,
+client and cache) and process takes slots and forms batches; the
 HTTP calls themselves run on threads of their own (at most :data:`MAX_CALLS_IN_FLIGHT`,
 started per call, so nothing idles between imports), so a slow answer never holds the next slot
 back when the configured rate allows more than one call in flight. A slot is taken only
