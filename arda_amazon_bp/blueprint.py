@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from . import products
 from .budgets import principal_key
 from .errors import AmazonImportError, ErrorCode
+from .fast_hits import remember_record, serve_from_front_cache
 from .logs import bind_request_id, new_request_id, unbind_request_id
 from .schemas import (
     AmazonImportBatchRequestSchema,
@@ -336,6 +337,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
 
     @blp.route("/import", methods=["POST"], tags=[TAG])
     @_ours
+    @serve_from_front_cache(_rate_limit_headers)  # repeat links skip everything below
     @documents_errors(tuple(_ERROR_DOCS))
     @blp.arguments(AmazonImportRequestSchema(), error_status_code=400)
     @blp.response(200, AmazonImportProductSchema(), description="Every core field present")
@@ -344,6 +346,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
         schema=AmazonImportProductSchema,
         description="A core field (title, imageUrl, price) is null; see missingFields/notices",
     )
+    @remember_record
     def import_product(args: dict[str, Any]) -> ResponseReturnValue:
         """Import one product from a pasted Amazon link."""
         product, status, marketplace = _import_one(args["url"])

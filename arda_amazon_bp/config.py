@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "AMAZON_CACHE_STORAGE_URI": "memory://",
     "AMAZON_CACHE_MAX_ENTRIES": 100_000,
     "AMAZON_NEGATIVE_CACHE_TTL_SECONDS": 300,
+    "AMAZON_FRONT_CACHE_TTL_SECONDS": 2,  # per-process cache of hot imports; 0 = off
+    "AMAZON_FRONT_CACHE_MAX_ENTRIES": 1000,
     "AMAZON_HTTP_TIMEOUT": (3.05, 10),
     "AMAZON_IMPORT_AUTH_DISABLED": False,
     "AMAZON_IMPORT_URL_PREFIX": "/api/amazon",
@@ -61,6 +63,9 @@ APP_CONFIG_ONLY: frozenset[str] = frozenset({"AMAZON_IMPORT_AUTH_DISABLED"})
 
 #: Amazon's terms limit how long product data may be kept.
 MAX_CACHE_TTL_SECONDS = 86_400
+
+#: The per-process front cache is a shock absorber for hot products, not a second cache.
+MAX_FRONT_CACHE_TTL_SECONDS = 60
 
 
 class ConfigError(ValueError):
@@ -176,6 +181,17 @@ def _optional_text(key: str, value: Any) -> str | None:
     return value.strip()
 
 
+def _front_cache_ttl(value: Any) -> float:
+    key = "AMAZON_FRONT_CACHE_TTL_SECONDS"
+    number = _number(key, value)
+    if number > MAX_FRONT_CACHE_TTL_SECONDS:
+        raise ConfigError(
+            f"{key} must not exceed {MAX_FRONT_CACHE_TTL_SECONDS:g}: it bounds how stale a "
+            "cached import may be (docs/performance.md)"
+        )
+    return number
+
+
 def _flag(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -205,6 +221,8 @@ class Settings:
     cache_storage_uri: str
     cache_max_entries: int
     negative_cache_ttl_seconds: float
+    front_cache_ttl_seconds: float
+    front_cache_max_entries: int
     http_timeout: tuple[float, float]
     auth_disabled: bool
     url_prefix: str
@@ -271,6 +289,14 @@ class Settings:
             ),
             negative_cache_ttl_seconds=_number(
                 "AMAZON_NEGATIVE_CACHE_TTL_SECONDS", get("AMAZON_NEGATIVE_CACHE_TTL_SECONDS")
+            ),
+            front_cache_ttl_seconds=_front_cache_ttl(get("AMAZON_FRONT_CACHE_TTL_SECONDS")),
+            front_cache_max_entries=int(
+                _number(
+                    "AMAZON_FRONT_CACHE_MAX_ENTRIES",
+                    get("AMAZON_FRONT_CACHE_MAX_ENTRIES"),
+                    minimum=1,
+                )
             ),
             http_timeout=_timeout(get("AMAZON_HTTP_TIMEOUT")),
             auth_disabled=_flag("AMAZON_IMPORT_AUTH_DISABLED", get("AMAZON_IMPORT_AUTH_DISABLED")),

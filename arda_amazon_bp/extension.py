@@ -26,6 +26,7 @@ from .credentials import (
     StoreBackend,
     backend_from_plugins,
 )
+from .front_cache import FrontCache
 from .lookup import ProductLookup
 from .plugins import AppPlugins, PluginScopes, app_context, make_plugin_manager, register_for_app
 from .quota import Quota
@@ -64,6 +65,8 @@ class AmazonImportState:
     cache: ProductCache
     lookup: ProductLookup
     links: ShortLinks
+    #: Repeat imports answered from memory for a few seconds (fast_hits.py).
+    front_cache: FrontCache[Any] = field(default_factory=lambda: FrontCache(0, 1))
     metrics: metrics.Recorder = metrics.NULL_RECORDER
     #: Every served store's state, primary first; ``credentials``, ``client`` and ``cache``
     #: above are the primary store's.
@@ -243,6 +246,9 @@ class AmazonImport:
             metrics=recorder,
             links=ShortLinks(settings),
             stores=stores,
+            front_cache=FrontCache(
+                settings.front_cache_ttl_seconds, settings.front_cache_max_entries
+            ),
         )
         app.extensions[EXTENSION_NAME] = state
 

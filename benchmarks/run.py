@@ -12,8 +12,11 @@ One run prints one table with three parts (issue 5, "Targets"):
    workload against the naive baseline (``AMAZON_MAX_ITEMS_PER_CALL=1``,
    ``AMAZON_CACHE_TTL_SECONDS=0``), and the ratio.
 2. **Cache hits.** Same server setup; ASINs imported once, then imported again and again.
-   Latency with one sequential client (unloaded) and throughput with many keep-alive
-   clients, each against ``/healthz`` (a bare Flask JSON route) as the baseline.
+   Latency with one sequential client (unloaded), alternating on one keep-alive connection
+   with ``/healthz`` and with a bare POST route of the same app that parses a small JSON
+   body and answers a ~1 KB product from memory (``BARE_PRODUCT_PATH``); throughput with
+   many keep-alive clients, the bare route and the cached import in alternating halves.
+   Issue 15's targets: p50 within 1.3x and throughput at least 0.6x the bare route's.
 3. **Memory.** ``benchmarks/bench_cache_memory.py`` (100,000 products, RSS per worker).
 
 A client that gets a 429 from our limiter honours ``Retry-After`` and retries the same
@@ -64,6 +67,7 @@ AUTH_TOKEN = "demo-token"  # noqa: S105 - example_bff.DEFAULT_DEMO_TOKEN, a publ
 IMPORT_PATH = "/api/amazon/import"
 BATCH_PATH = "/api/amazon/import/batch"
 HEALTH_PATH = "/healthz"
+BARE_PATH = "/_bench/bare-product"  # example_bff.BARE_PRODUCT_PATH
 MEMORY_SCRIPT = Path(__file__).with_name("bench_cache_memory.py")
 
 # Synthetic ASIN ranges (the sandbox answers any B0SYN[0-9]{5}); one range per phase so
@@ -76,6 +80,8 @@ TARGET_ASINS_PER_CALL = 9.0
 TARGET_SPEEDUP = 8.0
 TARGET_HIT_LATENCY_RATIO = 2.0
 TARGET_HIT_RPS = 1000.0
+TARGET_HIT_VS_BARE_P50 = 1.3  # issue 15
+TARGET_HIT_VS_BARE_RPS = 0.6  # issue 15
 
 
 def synthetic_asin(number: int) -> str:
@@ -558,34 +564,59 @@ def measure_cache_hits(
     duration: float,
     procs: int,
 ) -> dict[str, Any]:
-    """Cached imports against the bare ``/healthz`` route, latency and throughput."""
+    """Cached imports against ``/healthz`` and the bare POST route, latency and throughput.
+
+    Latency: one connection, the three requests interleaved round after round. Throughput:
+    ``/healthz`` for ``duration``, then the bare route and the cached imports in two
+    alternating halves each, so a change in the machine's load hits both alike.
+    """
     hot = [synthetic_asin(CACHED_FIRST + n) for n in range(asins)]
     warmed = warm_cache(bff_url, hot)
     sandbox_reset(sandbox_url)
     health = [("GET", HEALTH_PATH, b"")]
+    bare = [("POST", BARE_PATH, json.dumps({"asin": asin}).encode()) for asin in hot]
     cached = [("POST", IMPORT_PATH, import_body(asin)) for asin in hot]
-    health_lat, hit_lat = sequential_latency(bff_url, [health[0], cached[0]], rounds)
+    health_lat, bare_lat, hit_lat = sequential_latency(
+        bff_url, [health[0], bare[0], cached[0]], rounds
+    )
     health_load = drive_repeated(bff_url, health, clients=clients, duration=duration, procs=procs)
-    hit_load = drive_repeated(bff_url, cached, clients=clients, duration=duration, procs=procs)
+    bare_load, hit_load = LoadResult(), LoadResult()
+    for _half in range(2):
+        for requests, total in ((bare, bare_load), (cached, hit_load)):
+            part = drive_repeated(
+                bff_url, requests, clients=clients, duration=duration / 2, procs=procs
+            )
+            elapsed = total.elapsed + part.elapsed
+            total.merge(part)
+            total.elapsed = elapsed
     upstream = sandbox_stats(sandbox_url)["total_calls"]
+    bare_rps = bare_load.ok / bare_load.elapsed
+    hit_rps = hit_load.ok / hit_load.elapsed
     return {
         "cached_asins": warmed,
         "rounds": rounds,
         "health_p50": percentile(health_lat, 50),
         "health_p95": percentile(health_lat, 95),
+        "bare_p50": percentile(bare_lat, 50),
+        "bare_p95": percentile(bare_lat, 95),
         "hit_p50": percentile(hit_lat, 50),
         "hit_p95": percentile(hit_lat, 95),
         "latency_ratio": percentile(hit_lat, 50) / percentile(health_lat, 50),
+        "bare_latency_ratio": percentile(hit_lat, 50) / percentile(bare_lat, 50),
         "clients": clients,
         "procs": procs,
         "health_rps": health_load.ok / health_load.elapsed,
         "health_load_p50": percentile(health_load.ok_latencies, 50),
-        "hit_rps": hit_load.ok / hit_load.elapsed,
+        "bare_rps": bare_rps,
+        "bare_load_p50": percentile(bare_load.ok_latencies, 50),
+        "hit_rps": hit_rps,
+        "bare_rps_ratio": hit_rps / bare_rps if bare_rps else math.inf,
         "hit_load_p50": percentile(hit_load.ok_latencies, 50),
         "hit_load_p95": percentile(hit_load.ok_latencies, 95),
         "hit_statuses": dict(sorted(hit_load.statuses.items())),
+        "bare_statuses": dict(sorted(bare_load.statuses.items())),
         "health_statuses": dict(sorted(health_load.statuses.items())),
-        "client_errors": dict(hit_load.errors + health_load.errors),
+        "client_errors": dict(hit_load.errors + bare_load.errors + health_load.errors),
         "upstream_calls_during_hits": upstream,
     }
 
@@ -844,6 +875,21 @@ def targets(results: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
                 f"{ratio:.2f}x",
             )
         )
+        if "bare_latency_ratio" in cache:
+            rows.append(
+                (
+                    f"cache-hit p50 <= {TARGET_HIT_VS_BARE_P50:g}x bare POST route",
+                    cache["bare_latency_ratio"] <= TARGET_HIT_VS_BARE_P50,
+                    f"{cache['bare_latency_ratio']:.2f}x",
+                )
+            )
+            rows.append(
+                (
+                    f"cache-hit req/s >= {TARGET_HIT_VS_BARE_RPS:g}x bare POST route",
+                    cache["bare_rps_ratio"] >= TARGET_HIT_VS_BARE_RPS,
+                    f"{cache['bare_rps_ratio']:.2f}x",
+                )
+            )
         rows.append(
             (
                 f"cache hits >= {TARGET_HIT_RPS:,.0f} req/s",
@@ -943,26 +989,50 @@ def render(results: Mapping[str, Any]) -> str:
             f"2. Cache hits - same server setup; {cache['cached_asins']} ASINs cached in Redis "
             f"(upstream calls during the hit runs: {cache['upstream_calls_during_hits']})"
         )
-        add(f"   {'':<44}{'/healthz':>12}{'cached import':>15}{'ratio':>8}")
         add(
-            f"   {'p50 latency, 1 sequential client':<44}{_ms(cache['health_p50']):>12}"
-            f"{_ms(cache['hit_p50']):>15}{cache['latency_ratio']:>7.2f}x"
+            f"   {'':<34}{'/healthz':>10}{'bare POST':>11}{'cached import':>15}"
+            f"{'vs /healthz':>13}{'vs bare':>9}"
+        )
+
+        def hit_row(label: str, health: float, bare: float, hit: float, fmt: Any) -> None:
+            add(
+                f"   {label:<34}{fmt(health):>10}{fmt(bare):>11}{fmt(hit):>15}"
+                f"{_ratio(hit, health):>12.2f}x{_ratio(hit, bare):>8.2f}x"
+            )
+
+        nan = math.nan
+        hit_row(
+            "p50 latency, 1 sequential client",
+            cache["health_p50"],
+            cache.get("bare_p50", nan),
+            cache["hit_p50"],
+            _ms,
+        )
+        hit_row(
+            "p95 latency, 1 sequential client",
+            cache["health_p95"],
+            cache.get("bare_p95", nan),
+            cache["hit_p95"],
+            _ms,
+        )
+        hit_row(
+            f"req/s, {cache['clients']} clients in {cache['procs']} procs",
+            cache["health_rps"],
+            cache.get("bare_rps", nan),
+            cache["hit_rps"],
+            lambda v: "-" if math.isnan(v) else f"{v:,.0f}",
+        )
+        hit_row(
+            "p50 latency under that load",
+            cache["health_load_p50"],
+            cache.get("bare_load_p50", nan),
+            cache["hit_load_p50"],
+            _ms,
         )
         add(
-            f"   {'p95 latency, 1 sequential client':<44}{_ms(cache['health_p95']):>12}"
-            f"{_ms(cache['hit_p95']):>15}{_ratio(cache['hit_p95'], cache['health_p95']):>7.2f}x"
+            f"   statuses: /healthz {cache['health_statuses']}, bare "
+            f"{cache.get('bare_statuses', {})}, import {cache['hit_statuses']}"
         )
-        label = f"requests/second, {cache['clients']} clients in {cache['procs']} procs"
-        add(
-            f"   {label:<44}{cache['health_rps']:>12,.0f}{cache['hit_rps']:>15,.0f}"
-            f"{_ratio(cache['hit_rps'], cache['health_rps']):>7.2f}x"
-        )
-        add(
-            f"   {'p50 latency under that load':<44}{_ms(cache['health_load_p50']):>12}"
-            f"{_ms(cache['hit_load_p50']):>15}"
-            f"{_ratio(cache['hit_load_p50'], cache['health_load_p50']):>7.2f}x"
-        )
-        add(f"   statuses: /healthz {cache['health_statuses']}, import {cache['hit_statuses']}")
         add("")
     memory = results.get("memory")
     if memory:

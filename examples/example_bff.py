@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, Request, jsonify
+from flask import Blueprint, Flask, Request, jsonify, request
 from flask_smorest import Api
 
 from arda_amazon_bp import AmazonImport, hookimpl
@@ -43,6 +43,32 @@ class DemoAuth:
             if hmac.compare_digest(presented.strip(), token):
                 return {"id": user}  # "id": the per-user budget's key (docs/plugins.md)
         return None
+
+
+#: A bare POST route that parses a small JSON body and answers a product-sized (~1 KB)
+#: JSON object from memory: what a cached import is measured against.
+BARE_PRODUCT_PATH = "/_bench/bare-product"
+BARE_PRODUCT: dict[str, Any] = {
+    "asin": "B0BARE0000",
+    "availability": "In Stock",
+    "brand": "Synthline",
+    "detailPageUrl": "https://www.amazon.com/dp/B0BARE0000?tag=ardademo-20",
+    "ean": "0084100001006",
+    "features": ["Synthetic item for load tests", "Not a real product"],
+    "imageUrl": "https://m.media-amazon.com/images/I/51SYN00001L._SL500_.jpg",
+    "images": ["https://m.media-amazon.com/images/I/51SYN00001L._SL500_.jpg"],
+    "manufacturer": "Synthline Test Goods",
+    "marketplace": "www.amazon.com",
+    "minOrderQuantity": 1,
+    "missingFields": [],
+    "notices": [],
+    "price": {"amount": 5.0, "currency": "USD", "display": "$5.00"},
+    "retrievedAt": "2026-01-01T00:00:00Z",
+    "title": "Synthetic Load-Test Shelf Label Holder, Pack of 2",
+    "unitCount": 2,
+    "unitPrice": {"amount": 2.5, "currency": "USD"},
+    "upc": "084100001006",
+}
 
 
 #: Where the Swagger UI page and its (locally served) assets live.
@@ -108,5 +134,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
             body, content_type = exposition()
             return body, 200, {"Content-Type": content_type}
+
+    @app.post(BARE_PRODUCT_PATH)
+    def bare_product() -> Any:  # the cache-hit benchmark's baseline (docs/performance.md)
+        body = request.get_json(silent=True)
+        asin = body.get("asin") if isinstance(body, dict) else None
+        return jsonify({**BARE_PRODUCT, "asin": asin if isinstance(asin, str) else "B0BARE0000"})
 
     return app

@@ -95,9 +95,20 @@ def test_phases_produce_numbers_and_a_report(
     )
     assert cache["cached_asins"] == 3
     assert cache["upstream_calls_during_hits"] == 0  # hits never reach Amazon
-    for key in ("health_p50", "hit_p50", "latency_ratio", "health_rps", "hit_rps"):
+    for key in (
+        "health_p50",
+        "bare_p50",
+        "hit_p50",
+        "latency_ratio",
+        "bare_latency_ratio",
+        "health_rps",
+        "bare_rps",
+        "hit_rps",
+        "bare_rps_ratio",
+    ):
         assert _number(cache[key]) and cache[key] > 0, key
     assert set(cache["hit_statuses"]) == {200}
+    assert set(cache["bare_statuses"]) == {200}
 
     memory = {
         "entries": 10,
@@ -119,7 +130,11 @@ def test_phases_produce_numbers_and_a_report(
     report = bench.render(results)
     for heading in ("1. Distinct ASINs", "2. Cache hits", "3. Memory", "Targets"):
         assert heading in report
-    assert len(bench.targets(results)) == 8
+    names = [name for name, _ok, _measured in bench.targets(results)]
+    assert len(names) == 10
+    assert "cache-hit p50 <= 1.3x bare POST route" in names
+    assert "cache-hit req/s >= 0.6x bare POST route" in names
+    assert "bare POST" in report
 
 
 @pytest.mark.timeout(60)
