@@ -358,3 +358,23 @@ def test_smoke_and_quota_run_per_store(
     assert quota.exit_code == 0, quota.output
     keys = [json.loads(line)["quotaKey"] for line in quota.stdout.splitlines()]
     assert len(set(keys)) == 2
+
+
+def test_a_repeat_link_of_the_second_store_is_served_in_front_with_its_own_tag_and_bucket(
+    two_stores: Callable[..., Flask], sandbox: SandboxHandle
+) -> None:
+    app = two_stores(AMAZON_RATE_LIMITS="100/second;50/day", AMAZON_FRONT_CACHE_TTL_SECONDS=30)
+    client = _client(app)
+    _import(client, f"https://{US}/dp/B0SYN00001")
+    _import(client, f"https://{US}/dp/B0SYN00002")  # the NA bucket: 48 left, the EU one 50
+    url = f"https://{UK}/dp/{EXAMPLE_ASIN}"
+
+    first = _import(client, url)
+    front = get_state(app).front_cache
+    again = _import(client, url)
+
+    assert front.get(url) is not None  # the UK answer was kept in front
+    assert again.get_data() == first.get_data()
+    assert f"tag={cs.DEMO_UK_PARTNER_TAG}" in again.get_json()["detailPageUrl"]
+    assert again.headers["RateLimit-Remaining"] == "49"  # the EU bucket, not the NA one
+    assert sandbox.stats()["total_calls"] == 3
