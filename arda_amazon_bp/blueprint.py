@@ -20,7 +20,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from flask import current_app, g, request
@@ -169,17 +169,27 @@ def _state() -> Any:
     return current_app.extensions["arda_amazon_bp"]
 
 
-def _rate_limit_headers() -> dict[str, str]:
-    """IETF draft ``RateLimit-*`` headers for the daily quota; empty if unknown."""
+def _rate_limit_headers(marketplaces: Iterable[str] = ()) -> dict[str, str]:
+    """IETF draft ``RateLimit-*`` headers for the daily quota of the credential that
+    serves the request's store (of a batch: the bucket with the fewest calls left among
+    its stores); the primary store's when no link parsed; empty if unknown."""
     state = _state()
+    windows = []
+    wanted = list(dict.fromkeys(marketplaces)) or [state.settings.marketplace]
     try:
-        credentials = state.credentials.get()
-        window = state.quota.daily(credentials.quota_key, max_age=RATE_LIMIT_HEADER_MAX_AGE)
-        state.metrics.quota_window(
-            credentials.credential_id, window.limit, window.amount, window.remaining
-        )
+        for marketplace in wanted:
+            store = state.stores.get(marketplace) or state.store()
+            credentials = store.credentials.get()
+            window = state.quota.daily(credentials.quota_key, max_age=RATE_LIMIT_HEADER_MAX_AGE)
+            state.metrics.quota_window(
+                credentials.credential_id, window.limit, window.amount, window.remaining
+            )
+            windows.append(window)
     except Exception:  # headers are advisory; never fail an import over them
         return {}
+    if not windows:
+        return {}
+    window = min(windows, key=lambda w: w.remaining)
     return {
         "RateLimit-Limit": str(window.amount),
         "RateLimit-Remaining": str(max(0, window.remaining)),
@@ -239,13 +249,13 @@ def _refuse_large_body() -> None:
         _invalid_request(413, None)  # ours: a werkzeug 413 would go to the host's handler
 
 
-def _import_one(url: str) -> tuple[dict[str, Any], int]:
+def _import_one(url: str) -> tuple[dict[str, Any], int, str]:
     state = _state()
     ref = state.links.parse(url)
     product = state.lookup.lookup(ref, principal_key=g.get("amazon_principal_key"))
     status = products.product_status(product)
     state.metrics.import_succeeded(status)
-    return product, status
+    return product, status, ref.marketplace
 
 
 class _Blueprint(Blueprint):  # type: ignore[misc]  # flask-smorest is untyped
@@ -339,8 +349,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     @remember_record
     def import_product(args: dict[str, Any]) -> ResponseReturnValue:
         """Import one product from a pasted Amazon link."""
-        product, status = _import_one(args["url"])
-        return product, status, _rate_limit_headers()
+        product, status, marketplace = _import_one(args["url"])
+        return product, status, _rate_limit_headers([marketplace])
 
     @blp.route("/import/batch", methods=["POST"], tags=[TAG])
     @_ours
@@ -392,7 +402,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
                         "error": None,
                     }
                 )
-        return {"results": results}, 200, _rate_limit_headers()
+        served = [ref.marketplace for ref in refs if ref.marketplace in state.stores]
+        return {"results": results}, 200, _rate_limit_headers(served)
 
     return blp
 

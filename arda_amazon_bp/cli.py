@@ -14,6 +14,7 @@ every line passes through a scrubber that removes the secret, the full id and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -114,6 +115,58 @@ def _state() -> Any:
     return state
 
 
+class _StoreView:
+    """The extension state as one store sees it: that store's credentials and client,
+    ``settings.marketplace`` set to it; everything else (quota, plugins) is the app's."""
+
+    def __init__(self, state: Any, marketplace: str) -> None:
+        self._state = state
+        store = (getattr(state, "stores", None) or {}).get(marketplace)
+        self.settings = dataclasses.replace(state.settings, marketplace=marketplace)
+        self.credentials = store.credentials if store is not None else state.credentials
+        self.client = store.client if store is not None else state.client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._state, name)
+
+
+def _marketplace_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--marketplace",
+        default=None,
+        metavar="HOST",
+        help="One served store (e.g. www.amazon.co.uk); default: every served store.",
+    )(command)
+
+
+def _per_store(marketplace: str | None, as_json: bool, run: Callable[[Any], None]) -> None:
+    """Run ``run`` once per selected store (``--marketplace``, else every served store,
+    primary first) and exit with the worst status. With several stores each gets a
+    ``== <host>`` heading (text) or its own JSON object on its own line (``--json``)."""
+    state = _state()
+    served = list(getattr(state, "stores", None) or state.settings.marketplaces)
+    if marketplace is not None:
+        host = marketplace.strip().lower()
+        if host not in served:
+            raise click.BadParameter(
+                f"{marketplace!r} is not a served store; served: {', '.join(served)}",
+                param_hint="--marketplace",
+            )
+        served = [host]
+    if len(served) == 1:
+        run(_StoreView(state, served[0]))
+        return
+    worst = 0
+    for host in served:
+        if not as_json:
+            click.echo(f"== {host}")
+        try:
+            run(_StoreView(state, host))
+        except click.exceptions.Exit as exc:
+            worst = max(worst, exc.exit_code)
+    click.get_current_context().exit(worst)
+
+
 def _upstream_reason(exc: AmazonImportError) -> str:
     reason = exc.details.get("reason") or exc.details.get("source")
     return f"{exc.code.value}{f' ({reason})' if reason else ''}: {exc.message}"
@@ -155,17 +208,22 @@ def _describe_fields(found: Mapping[str, bool | None]) -> str:
 
 
 @amazon_cli.command("check-credentials")
+@_marketplace_option
 @_json_option
-def check_credentials(as_json: bool) -> None:
+def check_credentials(marketplace: str | None, as_json: bool) -> None:
     """Load the credentials through the configured backend and check them.
 
     Reads afresh (bypassing the cache), reports the 1Password CLI's version when the
     backend runs op, which of the four fields were found, the version and its family,
     the partner tag, the masked credential id and whether the version's region serves
-    AMAZON_MARKETPLACE. Exit status 0 when usable, else 1.
+    the store. Checks every served store unless --marketplace names one; exit status 0
+    when every checked store's set is usable, else 1.
     """
+    _per_store(marketplace, as_json, lambda state: _check_credentials(state, as_json))
+
+
+def _check_credentials(state: Any, as_json: bool) -> None:
     out = _Output(as_json)
-    state = _state()
     settings = state.settings
     backend = state.credentials.backend
     report: dict[str, Any] = {
@@ -277,16 +335,22 @@ def _title(item: Mapping[str, Any]) -> str | None:
     help=f"ASIN to look up (default: {SMOKE_ASIN_KEY}, else {DEFAULT_SMOKE_ASIN}).",
 )
 @_json_option
-def smoke(asin: str | None, as_json: bool) -> None:
+@_marketplace_option
+def smoke(asin: str | None, marketplace: str | None, as_json: bool) -> None:
     """Look up one known ASIN with a real getItems call (takes one quota slot).
 
-    Prints the title, the latency and the partner tag used. Exit status 0 when Amazon
-    returned the item, else 1 with the error code, reason and message.
+    Prints the title, the latency and the partner tag used, for every served store
+    unless --marketplace names one (set AMAZON_SMOKE_ASIN or --asin to an ASIN sold in
+    each). Exit status 0 when Amazon returned the item, else 1 with the error code,
+    reason and message.
     """
+    chosen = _smoke_asin(asin)
+    _per_store(marketplace, as_json, lambda state: _smoke(state, chosen, as_json))
+
+
+def _smoke(state: Any, asin: str, as_json: bool) -> None:
     out = _Output(as_json)
-    state = _state()
     settings = state.settings
-    asin = _smoke_asin(asin)
     report: dict[str, Any] = {"asin": asin, "marketplace": settings.marketplace}
     try:
         credentials: Credentials = state.credentials.get()
@@ -350,11 +414,19 @@ def _iso(epoch: float) -> str:
 
 
 @amazon_cli.command("quota")
+@_marketplace_option
 @_json_option
-def quota(as_json: bool) -> None:
-    """Show the quota windows of the current credential: limit, used, remaining, reset (UTC)."""
+def quota(marketplace: str | None, as_json: bool) -> None:
+    """Show the quota windows of each store's credential: limit, used, remaining, reset (UTC).
+
+    Every served store unless --marketplace names one; stores sharing a credential show
+    the same bucket (same quota key).
+    """
+    _per_store(marketplace, as_json, lambda state: _quota(state, as_json))
+
+
+def _quota(state: Any, as_json: bool) -> None:
     out = _Output(as_json)
-    state = _state()
     try:
         credentials: Credentials = state.credentials.get()
     except CredentialsError as exc:

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "AMAZON_ONEPASSWORD_ITEM": "Amazon Creators API",
     "AMAZON_CREDENTIALS_TTL_SECONDS": 900,
     "AMAZON_MARKETPLACE": "www.amazon.com",
+    "AMAZON_MARKETPLACES": None,  # None -> [AMAZON_MARKETPLACE]
     "AMAZON_CREATORS_API_HOST": "https://creatorsapi.amazon",
     "AMAZON_TOKEN_URL": None,  # None -> chosen by the credential version
     "AMAZON_RATE_LIMITS": "1/second;8640/day",
@@ -209,7 +210,7 @@ class Settings:
 
     credentials_backend: str
     credentials_ttl_seconds: float
-    marketplace: str
+    marketplace: str  # the primary store: the default for CLI commands and old callers
     creators_api_host: str
     token_url: str | None
     rate_limits: str
@@ -236,6 +237,12 @@ class Settings:
     max_waiting: int | None  # None: derived from the server's threads (waiting.py)
     principal_limits: str | None  # None: no per-user budget
     max_body_bytes: int
+    #: Every served store, primary first (AMAZON_MARKETPLACES; docs/configuration.md).
+    marketplaces: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.marketplaces:  # built by hand (tests): the one store
+            object.__setattr__(self, "marketplaces", (self.marketplace,))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -257,12 +264,16 @@ class Settings:
                 "(Amazon's terms limit how long product data may be kept)"
             )
         token_url = get("AMAZON_TOKEN_URL")
+        marketplace, marketplaces = _marketplaces(
+            text("AMAZON_MARKETPLACE").lower(), get("AMAZON_MARKETPLACES")
+        )
         return cls(
             credentials_backend=text("AMAZON_CREDENTIALS_BACKEND"),
             credentials_ttl_seconds=_number(
                 "AMAZON_CREDENTIALS_TTL_SECONDS", get("AMAZON_CREDENTIALS_TTL_SECONDS")
             ),
-            marketplace=text("AMAZON_MARKETPLACE").lower(),
+            marketplace=marketplace,
+            marketplaces=marketplaces,
             creators_api_host=text("AMAZON_CREATORS_API_HOST").rstrip("/"),
             token_url=text("AMAZON_TOKEN_URL") if token_url else None,
             rate_limits=text("AMAZON_RATE_LIMITS"),
@@ -305,6 +316,36 @@ class Settings:
             max_body_bytes=_whole("AMAZON_MAX_BODY_BYTES", get("AMAZON_MAX_BODY_BYTES")),
             **_short_link_settings(get),
         )
+
+
+def _marketplaces(single: str, value: Any) -> tuple[str, tuple[str, ...]]:
+    """The primary store and every served store (``AMAZON_MARKETPLACES``).
+
+    Unset or empty: ``AMAZON_MARKETPLACE`` alone, as before. Set: a comma-separated string
+    (or a list) of canonical hosts from the marketplace table, each once; the primary
+    store is ``AMAZON_MARKETPLACE`` when listed, else the first one listed.
+    """
+    key = "AMAZON_MARKETPLACES"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return single, (single,)
+    if isinstance(value, str):
+        hosts = [part.strip().lower() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        hosts = [part.strip().lower() for part in value]
+    else:
+        raise ConfigError(f"{key} must be a comma-separated string of store hosts")
+    from .marketplaces import MARKETPLACES
+
+    unknown = [host for host in hosts if host not in MARKETPLACES]
+    if unknown or not hosts:
+        raise ConfigError(
+            f"{key}: {', '.join(repr(h) for h in unknown) or 'no store'} is not a canonical "
+            f"store host; use hosts such as www.amazon.com, www.amazon.co.uk"
+        )
+    if len(set(hosts)) != len(hosts):
+        raise ConfigError(f"{key} lists a store twice")
+    primary = single if single in hosts else hosts[0]
+    return primary, (primary, *[h for h in hosts if h != primary])
 
 
 def _short_link_settings(get: Any) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from .tokens import (
     TOKEN_SCOPES,
     TOKEN_URLS,
     Tokens,
+    token_url_for,
 )
 from .transport import DisallowedHostError, make_session
 from .upstream import LOG_TEXT_LIMIT, _Call, _event_details, _fail
@@ -105,7 +106,7 @@ class CreatorsClient:
         self._api_url = settings.creators_api_host.rstrip("/") + GET_ITEMS_PATH
         self._allowed_urls = (
             settings.creators_api_host,
-            *((settings.token_url,) if settings.token_url else TOKEN_URLS.values()),
+            *{token_url_for(settings.token_url, version) for version in TOKEN_URLS},
         )
         self._tokens = Tokens(
             settings, credentials, exchange=self._exchange, emit=self._emit, clock=clock

@@ -176,18 +176,89 @@ class CredentialBackend(Protocol):
 BackendFactory = Callable[[Mapping[str, Any]], CredentialBackend]
 
 
+class RegionMismatchError(CredentialsError):
+    """A credential whose version's region does not serve the store it was loaded for."""
+
+
+def check_region(credentials: Credentials, marketplace: str) -> None:
+    """Raise :class:`RegionMismatchError` naming store and regions when the version of
+    ``credentials`` cannot serve ``marketplace`` (docs/architecture.md, "Marketplaces")."""
+    from .marketplaces import MARKETPLACES, REGION_BY_VERSION
+
+    store = MARKETPLACES.get(marketplace)
+    region = REGION_BY_VERSION.get(credentials.version)
+    if store is not None and region != store.region:
+        raise RegionMismatchError(
+            f"the credential for store {marketplace} has version {credentials.version}, "
+            f"which serves region {region}; {marketplace} is in region {store.region} "
+            f"(use a credential of region {store.region} for it)",
+            missing=(),
+        )
+
+
+class StoreBackend:
+    """One store's view of a backend: every loaded set is checked against the store's
+    region before anyone may use it, so Amazon never sees a call bound to fail."""
+
+    def __init__(self, backend: CredentialBackend, marketplace: str) -> None:
+        self.backend = backend
+        self.marketplace = marketplace
+
+    def load(self) -> Credentials:
+        credentials = self.backend.load()
+        check_region(credentials, self.marketplace)
+        return credentials
+
+    def __getattr__(self, name: str) -> Any:
+        # What operators' commands read off a backend (op_version, path …) stays visible.
+        return getattr(self.backend, name)
+
+    def __repr__(self) -> str:
+        return repr(self.backend)
+
+
+def store_fields(
+    data: Mapping[str, Any], marketplace: str | None, *, key: str = "stores"
+) -> dict[str, Any]:
+    """The fields for ``marketplace`` from a mapping holding a default set and per-store
+    sets: ``{<four fields>, "stores": {"GB": {...}, "www.amazon.de": {...}}}``.
+
+    A store's entry is found by ISO country code or host (any case); each of its fields
+    wins over the default one, so a store may override only its partner tag. Without an
+    entry (or with ``marketplace`` ``None``) the default set serves.
+    """
+    fields = {name: data.get(name) for name in FIELDS if data.get(name) is not None}
+    stores = data.get(key)
+    if marketplace is None or not isinstance(stores, Mapping):
+        return fields
+    from .marketplaces import MARKETPLACES
+
+    store = MARKETPLACES.get(marketplace)
+    names = {marketplace.lower(), store.country.lower() if store else ""}
+    for name, entry in stores.items():
+        if str(name).strip().lower() in names and isinstance(entry, Mapping):
+            fields.update({f: entry[f] for f in FIELDS if entry.get(f) is not None})
+    return fields
+
+
 def available_backends(
-    pm: pluggy.PluginManager | AppPlugins,
+    pm: pluggy.PluginManager | AppPlugins, marketplace: str | None = None
 ) -> dict[str, tuple[BackendFactory, str]]:
     """Every backend the registered plugins offer: ``{name: (factory, plugin name)}``.
+
+    ``marketplace`` is the store the backends will load for (``None``: the default set);
+    an implementation that takes no ``marketplace`` argument is asked without it
+    (pluggy's rule: an implementation may take fewer arguments than its spec), and its
+    backend serves every store.
 
     Raises :class:`~arda_amazon_bp.config.ConfigError` when two plugins offer one name
     (naming both): which one would win is an accident of registration order.
     """
     found: dict[str, tuple[BackendFactory, str]] = {}
+    arguments = {"marketplace": marketplace}
     # Hookimpls one by one (not the hook call) so each name is traced to its plugin.
     for impl in pm.hook.arda_amazon_credential_backends.get_hookimpls():
-        offered = impl.function()
+        offered = impl.function(**{name: arguments[name] for name in impl.argnames})
         if offered is None:
             continue
         if not isinstance(offered, Mapping):
@@ -211,7 +282,10 @@ def available_backends(
 
 
 def backend_from_plugins(
-    pm: pluggy.PluginManager | AppPlugins, name: str, config: Mapping[str, Any]
+    pm: pluggy.PluginManager | AppPlugins,
+    name: str,
+    config: Mapping[str, Any],
+    marketplace: str | None = None,
 ) -> CredentialBackend:
     """Build the backend called ``name`` (``AMAZON_CREDENTIALS_BACKEND``) from ``config``.
 
@@ -220,7 +294,7 @@ def backend_from_plugins(
     setting (e.g. ``AMAZON_CREDENTIALS_FILE`` unset), so a misconfigured app fails at
     ``init_app`` rather than on its first request.
     """
-    backends = available_backends(pm)
+    backends = available_backends(pm, marketplace)
     if name not in backends:
         names = ", ".join(sorted(backends)) or "none"
         raise ConfigError(

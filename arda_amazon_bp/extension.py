@@ -18,12 +18,20 @@ from .blueprint import make_blueprint, rename_tag
 from .cache import NullCache, ProductCache, cache_from_uri
 from .config import ConfigError, Settings
 from .creators import CreatorsClient
-from .credentials import CredentialProvider, backend_from_plugins
+from .credentials import (
+    CredentialBackend,
+    CredentialProvider,
+    CredentialsError,
+    RegionMismatchError,
+    StoreBackend,
+    backend_from_plugins,
+)
 from .front_cache import FrontCache
 from .lookup import ProductLookup
 from .plugins import AppPlugins, PluginScopes, app_context, make_plugin_manager, register_for_app
 from .quota import Quota
 from .short_links import ShortLinks
+from .stores import StoreRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +68,9 @@ class AmazonImportState:
     #: Repeat imports answered from memory for a few seconds (fast_hits.py).
     front_cache: FrontCache[Any] = field(default_factory=lambda: FrontCache(0, 1))
     metrics: metrics.Recorder = metrics.NULL_RECORDER
+    #: Every served store's state, primary first; ``credentials``, ``client`` and ``cache``
+    #: above are the primary store's.
+    stores: dict[str, StoreRuntime] = field(default_factory=dict)
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,13 +97,20 @@ class AmazonImportState:
         except Exception:
             logger.exception("an arda_amazon_upstream_event hook failed; ignored")
 
+    def store(self, marketplace: str | None = None) -> StoreRuntime:
+        """The state of ``marketplace`` (default: the primary store); ``KeyError`` when
+        it is not served."""
+        return self.stores[marketplace or self.settings.marketplace]
+
     def close(self) -> None:
         """Stop the lookup threads and close connections (idempotent; see
         :meth:`AmazonImport.close`)."""
         self.lookup.close()
-        self.client.close()
         self.quota.close()
-        self.cache.close()
+        for store in self.stores.values() or [
+            StoreRuntime("", self.credentials, self.client, self.cache)
+        ]:
+            store.close()
         self.links.close()
 
 
@@ -151,7 +169,16 @@ class AmazonImport:
             config.apply_defaults(app.config)
             settings = Settings.from_config(app.config)
             with app_context(app):
-                backend = backend_from_plugins(plugins, settings.credentials_backend, app.config)
+                backends: dict[str, CredentialBackend] = {
+                    marketplace: StoreBackend(
+                        backend_from_plugins(
+                            plugins, settings.credentials_backend, app.config, marketplace
+                        ),
+                        marketplace,
+                    )
+                    for marketplace in settings.marketplaces
+                }
+                _check_regions_now(backends)
         except ConfigError as exc:
             raise ConfigError(f"arda_amazon_bp: {exc}") from None
 
@@ -168,29 +195,36 @@ class AmazonImport:
         recorder = metrics.recorder_for(
             metrics_registry if metrics_registry is not None else self.metrics_registry
         )
-        credentials = CredentialProvider(
-            backend,
-            settings.credentials_ttl_seconds,
-            on_load=lambda ok: recorder.credential_load(settings.credentials_backend, ok),
-        )
+        # One bucket per credential, whatever store it serves: the quota is shared.
         quota = Quota(settings, metrics=recorder)
-        # TTL 0 turns the cache off: then its storage is neither needed nor validated.
-        cache: ProductCache = (
-            cache_from_uri(
-                settings.cache_storage_uri,
-                namespace=settings.marketplace,
-                max_entries=settings.cache_max_entries,
-            )
-            if settings.cache_ttl_seconds > 0
-            else NullCache()
-        )
         state: AmazonImportState
-        client = CreatorsClient(
-            settings,
-            credentials,
-            observer=lambda event: state.observe_call(event),
-            on_event=lambda name, details: state.upstream_event(name, details),
-        )
+        stores: dict[str, StoreRuntime] = {}
+        for marketplace, backend in backends.items():
+            credentials = CredentialProvider(
+                backend,
+                settings.credentials_ttl_seconds,
+                on_load=lambda ok: recorder.credential_load(settings.credentials_backend, ok),
+            )
+            # TTL 0 turns the cache off: then its storage is neither needed nor validated.
+            # The namespace is the store: the same ASIN in two stores is two entries.
+            cache: ProductCache = (
+                cache_from_uri(
+                    settings.cache_storage_uri,
+                    namespace=marketplace,
+                    max_entries=settings.cache_max_entries,
+                )
+                if settings.cache_ttl_seconds > 0
+                else NullCache()
+            )
+            client = CreatorsClient(
+                settings,
+                credentials,
+                observer=lambda event: state.observe_call(event),
+                on_event=lambda name, details: state.upstream_event(name, details),
+            )
+            stores[marketplace] = StoreRuntime(marketplace, credentials, client, cache)
+        primary = stores[settings.marketplace]
+        credentials, client, cache = primary.credentials, primary.client, primary.cache
         lookup = ProductLookup(
             settings,
             client,
@@ -199,6 +233,7 @@ class AmazonImport:
             credentials,
             metrics=recorder,
             thread_name=f"arda-amazon-{app.name}",
+            stores=stores,
         )
         state = AmazonImportState(
             settings=settings,
@@ -210,6 +245,7 @@ class AmazonImport:
             lookup=lookup,
             metrics=recorder,
             links=ShortLinks(settings),
+            stores=stores,
             front_cache=FrontCache(
                 settings.front_cache_ttl_seconds, settings.front_cache_max_entries
             ),
@@ -231,6 +267,22 @@ class AmazonImport:
                 "requests. Use this for demos only."
             )
         return self
+
+
+def _check_regions_now(backends: Mapping[str, CredentialBackend]) -> None:
+    """Refuse at ``init_app`` a set that cannot serve its store, where loading costs no
+    I/O (a backend whose ``loads_without_io`` is true: ``config``, and ``env`` without
+    ``op://`` references). Every backend is also checked on every load, before any
+    upstream call (``credentials.StoreBackend``). Nothing loaded here is cached."""
+    for backend in backends.values():
+        if getattr(backend, "loads_without_io", False) is not True:
+            continue
+        try:
+            backend.load()
+        except RegionMismatchError as exc:
+            raise ConfigError(exc.message) from None
+        except CredentialsError:
+            continue  # reported where the credentials are used, as before
 
 
 def _existing_api(app: Flask) -> Api | None:

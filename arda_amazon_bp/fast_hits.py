@@ -111,22 +111,29 @@ def _answer_ttl(settings: Any, status: int, record: Mapping[str, Any]) -> float:
     return float(min(settings.front_cache_ttl_seconds, life - age))
 
 
-def _partner_tag(state: Any) -> str | None:
-    """The current partner tag; read only once the view or a hit needs credentials, so a
-    miss loads them where it always did (the dispatcher thread)."""
+def _partner_tag(state: Any, marketplace: Any = None) -> str | None:
+    """The current partner tag of ``marketplace``'s store (the primary store's when it is
+    not served); read only once the view or a hit needs credentials, so a miss loads them
+    where it always did (the dispatcher thread)."""
+    store = getattr(state, "stores", {}).get(marketplace)
+    provider = store.credentials if store is not None else state.credentials
     try:
-        tag: str = state.credentials.get().partner_tag
+        tag: str = provider.get().partner_tag
     except CredentialsError:
         return None
     return tag
 
 
-def _keep(
-    front: FrontCache[Any], url: str, result: Response, settings: Any, tag: str | None
-) -> None:
-    """Keep a successful full-route answer, if it provably carries the current tag."""
+def _keep(state: Any, url: str, result: Response) -> None:
+    """Keep a successful full-route answer, if it provably carries the current tag of
+    its store."""
+    front: FrontCache[Any] = state.front_cache
+    settings = state.settings
     record = g.pop(_RECORD_KEY, None)
-    if tag is None or result.is_streamed or not isinstance(record, dict):
+    if result.is_streamed or not isinstance(record, dict):
+        return
+    tag = _partner_tag(state, record.get("marketplace"))
+    if tag is None:
         return
     ttl = _answer_ttl(settings, result.status_code, record)
     if ttl <= 0:
@@ -172,7 +179,7 @@ def remember_record(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def serve_from_front_cache(
-    rate_limit_headers: Callable[[], dict[str, str]],
+    rate_limit_headers: Callable[[list[str]], dict[str, str]],
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate the (already documented) single-import view: answer a repeat link from the
     front cache, else run the view and keep its successful answer.
@@ -190,22 +197,25 @@ def serve_from_front_cache(
             if url is None:
                 return view(*args, **kwargs)
             answer: CachedAnswer | None = front.get(url)
-            if answer is not None or front.stale(url) is not None:
-                tag = _partner_tag(state)
+            known = answer if answer is not None else front.stale(url)
+            if known is not None:
+                # Each store has its own tag and bucket (docs/configuration.md, stores).
+                marketplace = str(known.record.get("marketplace"))
+                tag = _partner_tag(state, marketplace)
                 if answer is None or answer.partner_tag != tag:
                     answer = _revalidated(state, url, tag)
                 if answer is not None:
                     response = current_app.response_class(
                         answer.body, status=answer.status, content_type=answer.content_type
                     )
-                    response.headers.extend(rate_limit_headers())
+                    response.headers.extend(rate_limit_headers([marketplace]))
                     # Counted like any import answered from the cache (docs/metrics.md).
                     state.metrics.cache_lookups(1, 0)
                     state.metrics.import_succeeded(answer.status)
                     return response
             result = view(*args, **kwargs)
             if isinstance(result, Response) and result.status_code in (200, 206):
-                _keep(front, url, result, state.settings, _partner_tag(state))
+                _keep(state, url, result)
             return result
 
         return serve

@@ -50,16 +50,22 @@ def arda_amazon_principal_key(principal: Any) -> str | None:
 
 
 @hookspec
-def arda_amazon_credential_backends() -> Mapping[
-    str, Callable[[Mapping[str, Any]], CredentialBackend]
-]:
+def arda_amazon_credential_backends(
+    marketplace: str | None,
+) -> Mapping[str, Callable[[Mapping[str, Any]], CredentialBackend]]:
     """Return ``{name: factory}`` of credential backends this plugin provides.
 
+    ``marketplace`` is the store the backend will load for (its canonical host, e.g.
+    ``"www.amazon.co.uk"``; one backend is built per served store, see
+    ``AMAZON_MARKETPLACES``), or ``None`` when a caller wants the default set.
     ``factory(config)`` receives the app's config mapping and returns an object with
     ``load() -> Credentials`` (raising ``CredentialsError`` with a message that names
     what to fix and never contains a secret). ``AMAZON_CREDENTIALS_BACKEND`` picks one
-    by name; the built-ins ``env``, ``file`` and ``onepassword`` register through this
-    very hook.
+    by name; the built-ins ``env``, ``file``, ``config`` and ``onepassword`` register
+    through this very hook. An implementation written before stores existed may leave
+    ``marketplace`` out (pluggy passes only the arguments an implementation names): its
+    backend then serves every store, and a set whose region does not serve a store is
+    refused for that store (docs/plugins.md, "Migrating to several stores").
     """
 
 

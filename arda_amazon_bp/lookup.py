@@ -8,7 +8,8 @@ A naive client spends one upstream call per import. Here:
   call carries every waiting ASIN, up to 10 (**coalescing**). A lone request goes out at
   once: nothing waits for company.
 
-One dispatcher thread per marketplace and process takes slots and forms batches; the
+One dispatcher thread per served store (``stores.StoreRuntime``: that store's credentials,
+client and cache) and process takes slots and forms batches; the
 HTTP calls themselves run on threads of their own (at most :data:`MAX_CALLS_IN_FLIGHT`,
 started per call, so nothing idles between imports), so a slow answer never holds the next slot
 back when the configured rate allows more than one call in flight. A slot is taken only
@@ -25,7 +26,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from .links import ProductRef
 from .logs import bind_request_ids, current_request_id
 from .metrics import NULL_RECORDER, Recorder
 from .quota import Quota, slots_for_retries
+from .stores import StoreRuntime, unsupported_locale
 from .waiting import WaitingGate
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class _Dispatcher:
     def __init__(self, lookup: ProductLookup, marketplace: str) -> None:
         self._lookup = lookup
         self._marketplace = marketplace
+        self._store = lookup.stores[marketplace]
         self._cond = threading.Condition()
         self._pending: OrderedDict[str, _Waiter] = OrderedDict()
         self._in_flight: dict[str, Future[dict[str, Any]]] = {}
@@ -176,7 +179,7 @@ class _Dispatcher:
 
     def _dispatch_one(self, oldest: _Waiter) -> None:
         try:
-            credentials = self._lookup.credentials.get()
+            credentials = self._store.credentials.get()
         except CredentialsError:
             self._fail(self._take(len(self._pending)), credentials_unavailable())
             return
@@ -255,7 +258,7 @@ class _Dispatcher:
 
         try:
             with bind_request_ids(request_ids):
-                result = self._lookup.client.get_items(
+                result = self._store.client.get_items(
                     self._marketplace, asins, before_call=before_call
                 )
                 again = _refused_over_others(batch, result)
@@ -330,8 +333,17 @@ class ProductLookup:
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         thread_name: str = "arda-amazon",
         metrics: Recorder = NULL_RECORDER,
+        stores: Mapping[str, StoreRuntime] | None = None,
     ) -> None:
         self.settings = settings
+        #: Served stores by host, primary first; ``client``, ``cache`` and ``credentials``
+        #: below are the primary store's (operator commands, single-store callers).
+        self.stores: dict[str, StoreRuntime] = dict(
+            stores
+            or {
+                settings.marketplace: StoreRuntime(settings.marketplace, credentials, client, cache)
+            }
+        )
         self.thread_name = thread_name
         self.metrics = metrics
         #: Requests of this process waiting for Amazon (AMAZON_MAX_WAITING).
@@ -371,8 +383,8 @@ class ProductLookup:
         results: dict[ProductRef, dict[str, Any] | AmazonImportError] = {}
         wanted: list[ProductRef] = []
         for ref in dict.fromkeys(refs):
-            if ref.marketplace != self.settings.marketplace:
-                results[ref] = _unsupported_locale(ref, self.settings.marketplace)
+            if ref.marketplace not in self.stores:
+                results[ref] = unsupported_locale(ref.marketplace, self.stores)
             else:
                 wanted.append(ref)
         if wanted:
@@ -475,18 +487,27 @@ class ProductLookup:
         }
 
     def _cache_get(self, refs: Sequence[ProductRef]) -> dict[str, dict[str, Any]]:
+        """Hits by cache key, each store's refs read from that store's cache."""
         if self.settings.cache_ttl_seconds <= 0:
             return {}
-        try:
-            return self.cache.get_many([_cache_key(ref) for ref in refs])
-        except Exception:  # a cache must never turn into an error
-            logger.warning("amazon product cache read failed; treating as miss", exc_info=True)
-            return {}
+        by_store: dict[str, list[str]] = {}
+        for ref in refs:
+            by_store.setdefault(ref.marketplace, []).append(_cache_key(ref))
+        hits: dict[str, dict[str, Any]] = {}
+        for marketplace, keys in by_store.items():
+            try:
+                hits.update(self.stores[marketplace].cache.get_many(keys))
+            except Exception:  # a cache must never turn into an error
+                logger.warning("amazon product cache read failed; treating as miss", exc_info=True)
+        return hits
 
     def _with_current_tag(self, product: dict[str, Any]) -> dict[str, Any]:
-        # The partner tag may have rotated since the record was cached.
+        # The partner tag may have rotated since the record was cached; each store has its own.
+        store = self.stores.get(product.get("marketplace", ""))
+        if store is None:
+            return product
         try:
-            tag = self.credentials.get().partner_tag
+            tag = store.credentials.get().partner_tag
         except CredentialsError:
             return product
         product["detailPageUrl"] = products.detail_page_url(
@@ -535,7 +556,9 @@ class ProductLookup:
             records[asin] = record
             if ttl > 0:
                 try:
-                    self.cache.set(_cache_key(ProductRef(marketplace, asin)), record, ttl)
+                    self.stores[marketplace].cache.set(
+                        _cache_key(ProductRef(marketplace, asin)), record, ttl
+                    )
                 except Exception:
                     logger.warning("amazon product cache write failed", exc_info=True)
         return records
@@ -552,11 +575,3 @@ def _refused_over_others(batch: Sequence[_Waiter], result: GetItemsResult) -> li
 
 def _cache_key(ref: ProductRef) -> str:
     return f"{ref.marketplace}:{ref.asin}"
-
-
-def _unsupported_locale(ref: ProductRef, served: str) -> AmazonImportError:
-    return AmazonImportError(
-        ErrorCode.UNSUPPORTED_AMAZON_LOCALE,
-        f"This link is for {ref.marketplace}; imports are configured for {served} only.",
-        {"marketplace": ref.marketplace, "supportedMarketplaces": [served]},
-    )

@@ -56,6 +56,15 @@ TOKEN_URLS: dict[str, str] = {
     "3.3": "https://api.amazon.co.jp/auth/o2/token",
 }
 
+
+def token_url_for(override: str | None, version: str) -> str:
+    """The token endpoint for ``version``: ``AMAZON_TOKEN_URL`` with ``{version}`` replaced
+    by the version (one sandbox override for several versions), else Amazon's own."""
+    if override:
+        return override.replace("{version}", version)
+    return TOKEN_URLS[version]
+
+
 #: Scope by credential family.
 TOKEN_SCOPES: dict[str, str] = {"cognito": "creatorsapi/default", "lwa": "creatorsapi::default"}
 
@@ -133,7 +142,7 @@ class Tokens:
             raise credentials_unavailable() from None
 
     def _token_url(self, credentials: Credentials) -> str:
-        return self._settings.token_url or TOKEN_URLS[credentials.version]
+        return token_url_for(self._settings.token_url, credentials.version)
 
     def _cached(self, credentials: Credentials, stale: str | None) -> str | None:
         token = self._tokens.get(credentials.fingerprint)

@@ -48,9 +48,12 @@ class PartitionResult:
     region: str | None = None
     partner_tag: str | None = None
     credential_id: str | None = None  # masked
+    marketplace: str | None = None  # set when several stores are checked
 
     def as_json(self) -> dict[str, Any]:
+        store = {} if self.marketplace is None else {"marketplace": self.marketplace}
         return {
+            **store,
             "partition": self.partition,
             "vault": self.vault,
             "item": self.item,
@@ -70,22 +73,36 @@ def check_partition(
     marketplace: str = str(DEFAULTS["AMAZON_MARKETPLACE"]),
     seen: list[Credentials] | None = None,
     plugin_manager: pluggy.PluginManager | None = None,
+    stores: Iterable[str] | None = None,
 ) -> PartitionResult:
     """Load and check one partition's item; loaded sets are appended to ``seen``.
 
     The item is loaded by the ``onepassword`` backend as the plugins offer it, the same
-    code path the deployed BFF takes (with its vault and item set explicitly).
+    code path the deployed BFF takes (with its vault and item set explicitly). ``stores``
+    are every store the BFF serves: with more than one, ``marketplace``'s own item
+    (``Amazon Creators API (GB)``) is read when it exists, as the BFF would.
     """
     vault = vault_of(partition)
     settings = {"AMAZON_ONEPASSWORD_VAULT": vault, "AMAZON_ONEPASSWORD_ITEM": item}
+    checked = list(stores or [marketplace])
+    several = len(checked) > 1
+    if several:
+        settings["AMAZON_MARKETPLACES"] = ",".join(checked)
+    shown = marketplace if several else None
     try:
         pm = plugin_manager or make_plugin_manager()
-        backend = backend_from_plugins(pm, "onepassword", settings)
+        backend = backend_from_plugins(
+            pm, "onepassword", settings, marketplace if several else None
+        )
         credentials = backend.load()
     except CredentialsError as exc:
-        return PartitionResult(partition, vault, item, ok=False, problem=exc.message)
+        return PartitionResult(
+            partition, vault, item, ok=False, problem=exc.message, marketplace=shown
+        )
     except ConfigError as exc:  # e.g. a stray, malformed AMAZON_PARTITION in the environment
-        return PartitionResult(partition, vault, item, ok=False, problem=str(exc))
+        return PartitionResult(
+            partition, vault, item, ok=False, problem=str(exc), marketplace=shown
+        )
     if seen is not None:
         seen.append(credentials)
     region = REGION_BY_VERSION.get(credentials.version)
@@ -98,6 +115,7 @@ def check_partition(
         region=region,
         partner_tag=credentials.partner_tag,
         credential_id=mask(credentials.credential_id),
+        marketplace=shown,
     )
     served = MARKETPLACES[marketplace].region
     if region != served:
@@ -113,14 +131,17 @@ def check_vaults(
     partitions: Iterable[str] = PARTITIONS,
     *,
     item: str = DEFAULT_ITEM,
-    marketplace: str = str(DEFAULTS["AMAZON_MARKETPLACE"]),
+    marketplace: str | Iterable[str] = str(DEFAULTS["AMAZON_MARKETPLACE"]),
     seen: list[Credentials] | None = None,
 ) -> list[PartitionResult]:
-    """:func:`check_partition` for each partition, in order; every one is checked."""
+    """:func:`check_partition` for each partition and store, in order; every one is
+    checked. ``marketplace`` is one store or every store the BFF serves."""
     pm = make_plugin_manager()
+    stores = [marketplace] if isinstance(marketplace, str) else list(marketplace)
     return [
-        check_partition(p, item=item, marketplace=marketplace, seen=seen, plugin_manager=pm)
+        check_partition(p, item=item, marketplace=m, seen=seen, plugin_manager=pm, stores=stores)
         for p in partitions
+        for m in stores
     ]
 
 
@@ -146,6 +167,8 @@ class _Scrubber:
 
 def _line(result: PartitionResult, width: int) -> str:
     head = f"{result.partition:<6} {result.vault:<{width}}"
+    if result.marketplace is not None:
+        head += f" {result.marketplace:<17}"
     if not result.ok and result.version is None:
         return f"{head} FAIL  {result.problem}"
     facts = (
@@ -173,11 +196,24 @@ def _partitions(
     return tuple(dict.fromkeys(chosen))  # in the order given, once each
 
 
-def _marketplace(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    host = value.strip().lower()
-    if host not in MARKETPLACES:
-        raise click.BadParameter(f"{value!r} is not a known Amazon marketplace host")
-    return host
+def _marketplace(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The stores to check: ``--marketplace`` (repeatable), else the served stores of
+    ``AMAZON_MARKETPLACES`` in the environment, else ``AMAZON_MARKETPLACE``'s one."""
+    if not value:
+        served = os.environ.get("AMAZON_MARKETPLACES", "").strip()
+        single = os.environ.get("AMAZON_MARKETPLACE", "").strip()
+        value = (
+            tuple(served.split(",")) if served else (single or str(DEFAULTS["AMAZON_MARKETPLACE"]),)
+        )
+    hosts: list[str] = []
+    for text in value:
+        host = text.strip().lower()
+        if host not in MARKETPLACES:
+            raise click.BadParameter(f"{text!r} is not a known Amazon marketplace host")
+        hosts.append(host)
+    return tuple(dict.fromkeys(hosts))
 
 
 @click.command("check-vaults")
@@ -197,14 +233,19 @@ def _marketplace(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option(
     "--marketplace",
-    default=str(DEFAULTS["AMAZON_MARKETPLACE"]),
-    show_default=True,
+    "marketplaces",
+    multiple=True,
     callback=_marketplace,
-    help="The store the credentials must serve (its region must match the version's).",
+    metavar="HOST",
+    help=(
+        "A store the credentials must serve (its region must match the version's); "
+        "repeatable. Default: AMAZON_MARKETPLACES, else AMAZON_MARKETPLACE, else "
+        "www.amazon.com. With several, each store's own item is checked when it exists."
+    ),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def check_vaults_command(
-    partitions: tuple[str, ...], item: str, marketplace: str, as_json: bool
+    partitions: tuple[str, ...], item: str, marketplaces: tuple[str, ...], as_json: bool
 ) -> None:
     """Check every partition's 1Password vault before a deploy (Gate 1c).
 
@@ -214,7 +255,7 @@ def check_vaults_command(
     when every checked partition is OK, else 1. Needs no FLASK_APP and no AMAZON_* setting.
     """
     seen: list[Credentials] = []
-    results = check_vaults(partitions, item=item, marketplace=marketplace, seen=seen)
+    results = check_vaults(partitions, item=item, marketplace=marketplaces, seen=seen)
     scrub = _Scrubber(os.environ, seen)
     ok = all(result.ok for result in results)
     if as_json:
@@ -224,7 +265,11 @@ def check_vaults_command(
         width = max(len(result.vault) for result in results)
         for result in results:
             click.echo(scrub(_line(result, width)))
-        failed = [result.partition for result in results if not result.ok]
+        failed = [
+            result.partition + (f" {result.marketplace}" if result.marketplace else "")
+            for result in results
+            if not result.ok
+        ]
         if ok:
             click.echo(f"OK: {len(results)} of {len(results)} partitions' vaults are ready")
         else:

@@ -1,6 +1,7 @@
 """``file`` backend: a JSON file of the four fields (a developer laptop, a mounted secret).
 
-The file holds ``{"credential_id", "credential_secret", "version", "partner_tag"}`` and
+The file holds ``{"credential_id", "credential_secret", "version", "partner_tag"}`` (and,
+for several stores, ``"stores": {"GB": {...}}``, whose fields win for that store) and
 must be readable by its owner only — like ssh with a private key, a group- or
 world-readable file is refused (``chmod 600 <path>``), and so is anything but a regular
 file (a FIFO, a device), without blocking on it. It is re-read at every load, so
@@ -21,7 +22,13 @@ from typing import Any
 
 from arda_amazon_bp import config
 from arda_amazon_bp.config import ConfigError
-from arda_amazon_bp.credentials import FIELDS, Credentials, CredentialsError, validate
+from arda_amazon_bp.credentials import (
+    FIELDS,
+    Credentials,
+    CredentialsError,
+    store_fields,
+    validate,
+)
 from arda_amazon_bp.hookspecs import hookimpl
 
 from . import op_cli
@@ -37,8 +44,10 @@ class FileBackend:
 
     name = "file"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], marketplace: str | None = None) -> None:
         self.path = Path(path).expanduser()
+        #: The store whose entry under ``"stores"`` wins over the default set, if any.
+        self.marketplace = marketplace
 
     def load(self) -> Credentials:
         """The file's four fields, validated, or a :class:`CredentialsError` saying what to fix."""
@@ -73,6 +82,7 @@ class FileBackend:
                 f"found a JSON {_json_type(data)}",
                 missing=FIELDS,
             )
+        data = store_fields(data, self.marketplace)
         for name in FIELDS:
             if op_cli.is_reference(data.get(name)):
                 source = f"field {name} of credentials file {path}"
@@ -130,7 +140,7 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def from_config(app_config: Mapping[str, Any]) -> FileBackend:
+def from_config(app_config: Mapping[str, Any], marketplace: str | None = None) -> FileBackend:
     """A backend for ``AMAZON_CREDENTIALS_FILE``; raises ``ConfigError`` when it is unset."""
     path = config.read(app_config, KEY)
     if path is None or (isinstance(path, str) and not path.strip()):
@@ -140,10 +150,12 @@ def from_config(app_config: Mapping[str, Any]) -> FileBackend:
         )
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"{KEY} must be a path, got {type(path).__name__}")
-    return FileBackend(os.fspath(path).strip() if isinstance(path, str) else path)
+    return FileBackend(os.fspath(path).strip() if isinstance(path, str) else path, marketplace)
 
 
 @hookimpl
-def arda_amazon_credential_backends() -> dict[str, Callable[[Mapping[str, Any]], FileBackend]]:
+def arda_amazon_credential_backends(
+    marketplace: str | None,
+) -> dict[str, Callable[[Mapping[str, Any]], FileBackend]]:
     """Offer ``file``."""
-    return {"file": from_config}
+    return {"file": lambda app_config: from_config(app_config, marketplace)}

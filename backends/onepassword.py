@@ -97,9 +97,12 @@ class OnePasswordBackend:
         timeout: float | None = None,
         executable: str = OP_EXECUTABLE,
         environ: Mapping[str, str] | None = None,
+        store_item: str | None = None,
     ) -> None:
         self.vault = vault
         self.item = item
+        #: The store's own item (``store_item_title``), read first; ``None``: default only.
+        self.store_item = store_item
         self._timeout = timeout
         self._executable = executable
         self._environ = environ
@@ -109,9 +112,9 @@ class OnePasswordBackend:
         """The per-run timeout; this module's :data:`OP_TIMEOUT_SECONDS` unless given."""
         return OP_TIMEOUT_SECONDS if self._timeout is None else self._timeout
 
-    def argv(self, version: op_cli.Version) -> list[str]:
+    def argv(self, version: op_cli.Version, item: str | None = None) -> list[str]:
         """The one ``op`` command run per load (after ``op``), for op ``version``."""
-        return op_cli.item_get_argv(self.item, self.vault, version)
+        return op_cli.item_get_argv(item or self.item, self.vault, version)
 
     def op_version(self) -> str:
         """``op --version`` of the op this backend runs (``flask amazon check-credentials``)."""
@@ -122,18 +125,33 @@ class OnePasswordBackend:
         """Run ``op`` once and validate the four fields; see the module doc for failures."""
         op = op_cli.prepare(self._environ, executable=self._executable, timeout=self.timeout)
         version = op.version()
-        argv = self.argv(version)
+        item = self.item
+        if self.store_item is not None:
+            # The store's own item when it exists (one run), else the default item.
+            argv = self.argv(version, self.store_item)
+            outcome = op.run(argv, "op item get")
+            if outcome.returncode == 0:
+                return self._parse(outcome.stdout, self.store_item)
+            if outcome.failure is not Failure.NO_ITEM:
+                raise CredentialsError(
+                    self._explain(op, argv, outcome, op_cli.version_text(version), self.store_item)
+                )
+        argv = self.argv(version, item)
         outcome = op.run(argv, "op item get")
         if outcome.returncode != 0:
             raise CredentialsError(self._explain(op, argv, outcome, op_cli.version_text(version)))
         return self._parse(outcome.stdout)
 
     def _explain(
-        self, op: op_cli.Op, argv: list[str], outcome: op_cli.Outcome, version: str
+        self,
+        op: op_cli.Op,
+        argv: list[str],
+        outcome: op_cli.Outcome,
+        version: str,
+        item: str | None = None,
     ) -> str:
-        where = (
-            f"op item get {self.item!r} --vault {self.vault!r} failed (exit {outcome.returncode})"
-        )
+        item = item or self.item
+        where = f"op item get {item!r} --vault {self.vault!r} failed (exit {outcome.returncode})"
         failure = outcome.failure
         if failure is Failure.UNKNOWN_FLAG and "--reveal" in outcome.stderr:
             return (
@@ -144,7 +162,7 @@ class OnePasswordBackend:
         if failure in _ITEM_FIXES:
             flags = " ".join(arg for arg in argv if arg.startswith("--"))
             fix = _ITEM_FIXES[failure].format(
-                vault=self.vault, item=self.item, argv=f"op item get {flags}"
+                vault=self.vault, item=item, argv=f"op item get {flags}"
             )
             return f"{where}: {fix}"
         if failure in op_cli.COMMON_FIXES:
@@ -152,8 +170,8 @@ class OnePasswordBackend:
         detail = op.detail(outcome)
         return f"{where}: {detail}" if detail else f"{where} without a message"
 
-    def _parse(self, stdout: bytes) -> Credentials:
-        where = f"item {self.item!r} in vault {self.vault!r}"
+    def _parse(self, stdout: bytes, item: str | None = None) -> Credentials:
+        where = f"item {item or self.item!r} in vault {self.vault!r}"
         try:
             data = json.loads(stdout.decode("utf-8"))
         except ValueError:
@@ -195,7 +213,18 @@ class OnePasswordBackend:
         return validate(found, f"1Password {where}")
 
     def __repr__(self) -> str:
-        return f"OnePasswordBackend(vault={self.vault!r}, item={self.item!r})"
+        store = f", store_item={self.store_item!r}" if self.store_item else ""
+        return f"OnePasswordBackend(vault={self.vault!r}, item={self.item!r}{store})"
+
+
+def store_item_title(item: str, marketplace: str | None) -> str | None:
+    """The title of a store's own item: the default item's title and the store's ISO
+    country code, ``Amazon Creators API (GB)`` for ``www.amazon.co.uk``; ``None`` for the
+    default set."""
+    from arda_amazon_bp.marketplaces import MARKETPLACES
+
+    store = MARKETPLACES.get(marketplace) if marketplace else None
+    return f"{item} ({store.country})" if store is not None else None
 
 
 def _has_text(value: object) -> bool:
@@ -240,16 +269,23 @@ def _name(app_config: Mapping[str, Any], key: str) -> str | None:
     return value.strip() or None
 
 
-def from_config(app_config: Mapping[str, Any]) -> OnePasswordBackend:
-    """A backend for the configured vault and item; raises ``ConfigError`` when unset."""
+def from_config(
+    app_config: Mapping[str, Any], marketplace: str | None = None
+) -> OnePasswordBackend:
+    """A backend for the configured vault and item (and ``marketplace``'s own item);
+    raises ``ConfigError`` when unset."""
     vault = vault_from_config(app_config)
     item = _name(app_config, "AMAZON_ONEPASSWORD_ITEM") or DEFAULT_ITEM
-    return OnePasswordBackend(vault, item)
+    # Stores' own items are looked for only when several stores are configured: a
+    # single-store app keeps one op run per load.
+    several = config.read(app_config, "AMAZON_MARKETPLACES")
+    store_item = store_item_title(item, marketplace) if several else None
+    return OnePasswordBackend(vault, item, store_item=store_item)
 
 
 @hookimpl
-def arda_amazon_credential_backends() -> dict[
-    str, Callable[[Mapping[str, Any]], OnePasswordBackend]
-]:
+def arda_amazon_credential_backends(
+    marketplace: str | None,
+) -> dict[str, Callable[[Mapping[str, Any]], OnePasswordBackend]]:
     """Offer ``onepassword``."""
-    return {"onepassword": from_config}
+    return {"onepassword": lambda app_config: from_config(app_config, marketplace)}

@@ -90,8 +90,12 @@ def synthetic_asin(number: int) -> str:
     return f"B0SYN{number:05d}"
 
 
-def import_body(asin: str) -> bytes:
-    return json.dumps({"url": f"https://www.amazon.com/dp/{asin}"}).encode()
+#: The stores of ``--stores 2``: the sandbox's default one and its UK store.
+STORES: tuple[str, ...] = ("www.amazon.com", "www.amazon.co.uk")
+
+
+def import_body(asin: str, store: str = STORES[0]) -> bytes:
+    return json.dumps({"url": f"https://{store}/dp/{asin}"}).encode()
 
 
 # --------------------------------------------------------------------- HTTP client
@@ -463,13 +467,20 @@ def measure_distinct(
     clients: int,
     duration: float,
     first_asin: int,
+    stores: int = 1,
 ) -> dict[str, Any]:
-    """Clients importing a fresh ASIN each time; products/s and what upstream saw."""
+    """Clients importing a fresh ASIN each time; products/s and what upstream saw.
+
+    With ``stores`` 2 the links alternate between the two stores of :data:`STORES`,
+    each served by its own credential (its own quota and sandbox window).
+    """
     sandbox_reset(sandbox_url)
     numbers = itertools.count(first_asin)  # next() on a count is atomic under the GIL
 
     def next_request() -> tuple[str, str, bytes]:
-        return "POST", IMPORT_PATH, import_body(synthetic_asin(next(numbers)))
+        number = next(numbers)
+        store = STORES[number % stores]
+        return "POST", IMPORT_PATH, import_body(synthetic_asin(number), store)
 
     load = drive(bff_url, clients=clients, duration=duration, next_request=next_request)
     stats = sandbox_stats(sandbox_url)
@@ -495,6 +506,8 @@ def measure_distinct(
         "calls_by_size": dict(sorted(Counter(per_call).items())),
         "upstream_429": stats["throttled_calls"],
         "max_calls_in_window": stats["max_calls_in_window"],
+        "max_calls_in_window_by_credential": stats["max_calls_in_window_by_credential"],
+        "stores": stores,
         "sandbox_rate": stats["rate"],
         "token_requests": stats["token_requests"],
         "cache_hit_rate": max(0, products - served_upstream) / products if products else 0.0,
@@ -663,6 +676,7 @@ class Options:
     hit_duration: float = 10.0
     client_procs: int = 2
     memory_entries: int = 100_000
+    stores: int = 1  # 2: links alternate between two stores on two credentials
     parts: tuple[str, ...] = ("coalesced", "cache", "baseline", "memory")
 
     @classmethod
@@ -731,6 +745,7 @@ def gunicorn_stack(options: Options, redis_url: str, config: Mapping[str, Any]) 
         config=config,
         # Keep-alive longer than a client's Retry-After pause, so connections are reused.
         gunicorn_args=["--keep-alive", "30"],
+        second_store=options.stores > 1,
     )
     try:
         yield handle
@@ -760,6 +775,7 @@ def run_all(options: Options, log: Callable[[str], None] = print) -> dict[str, A
                         clients=options.clients,
                         duration=options.duration,
                         first_asin=COALESCED_FIRST,
+                        stores=options.stores,
                     )
                 if "cache" in wanted:
                     log(
@@ -786,6 +802,7 @@ def run_all(options: Options, log: Callable[[str], None] = print) -> dict[str, A
                     clients=options.clients,
                     duration=options.duration,
                     first_asin=BASELINE_FIRST,
+                    stores=options.stores,
                 )
     if "memory" in wanted:
         log(f"memory: {options.memory_entries:,} products ...")
@@ -954,6 +971,11 @@ def render(results: Mapping[str, Any]) -> str:
         row("local 429s (client waits Retry-After)", "local_429", lambda v: f"{v:,}")
         row("cache hit rate", "cache_hit_rate", lambda v: f"{v:.0%}")
         add(f"   batch sizes (ASINs: calls), coalesced: {coalesced['calls_by_size']}")
+        if coalesced.get("stores", 1) > 1:
+            add(
+                f"   two stores on two credentials; max calls in a window per credential: "
+                f"{coalesced['max_calls_in_window_by_credential']}"
+            )
         ceiling = 10 * o["rate"]
         add(
             f"   ceiling at {o['rate']} calls/s x 10 ASINs = {ceiling} products/s; the 0.15 s "
@@ -1077,6 +1099,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
     parser.add_argument("--client-procs", type=int, help="load-generator processes (2)")
     parser.add_argument("--memory-entries", type=int, help="products for the memory run")
     parser.add_argument(
+        "--stores",
+        type=int,
+        choices=(1, 2),
+        help="1 (default) or 2: links alternate between US and UK, each on its own credential",
+    )
+    parser.add_argument(
         "--parts",
         default="coalesced,cache,baseline,memory",
         help="comma-separated subset of: coalesced,cache,baseline,memory",
@@ -1099,6 +1127,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, argparse.Namespace]
         "hit_duration",
         "client_procs",
         "memory_entries",
+        "stores",
     ):
         value = getattr(args, name)
         if value is not None:

@@ -7,8 +7,12 @@ Prints a ready-to-paste ``curl`` and serves until Ctrl-C. Short links are resolv
 ``https://a.co/d/3V4ITBv`` imports the demo product. Everything stays on loopback:
 the BFF talks to the sandbox exactly as it would talk to Amazon (OAuth2 token, then
 ``getItems``). The sandbox and its app config come from ``arda_amazon_bp.testing``, the
-same code a host's tests use (docs/testing-your-integration.md): its demo credential
-travels in the ``config`` credentials backend, so no environment variable is needed.
+same code a host's tests use (docs/testing-your-integration.md): its demo credentials
+travel in the ``config`` credentials backend, so no environment variable is needed.
+
+Two stores are served (``AMAZON_MARKETPLACES``, docs/configuration.md "Several stores"):
+``www.amazon.com`` on the demo NA credential and ``www.amazon.co.uk`` on the demo EU
+credential (3.2), each with its own partner tag.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         # Short links are resolved, against the sandbox's shortener routes.
         app = example_bff.create_app(
             {
-                **sandbox.config,
+                **sandbox.stores_config(),
                 "AMAZON_SHORT_LINKS": "resolve",
                 "AMAZON_SHORT_LINK_BASE_URL": sandbox.url,
             }
@@ -67,7 +71,9 @@ def serve(app: Flask, port: int, sandbox_url: str) -> int:
         f"example BFF on {base}  (OpenAPI: {base}/openapi.json)\n"
         f"{metrics_line}\n"
         f"Short links resolve against the sandbox: put {DEMO_SHORT_LINK} (or share\n"
-        f'text such as "Check out this deal on Amazon: {DEMO_SHORT_LINK}") in "url".\n\n'
+        f'text such as "Check out this deal on Amazon: {DEMO_SHORT_LINK}") in "url".\n'
+        "Two stores are served, each with its own credential and partner tag: put\n"
+        f'https://www.amazon.co.uk/dp/{DEMO_ASIN} in "url" for the UK one.\n\n'
         "Try:\n"
         f"  curl -s -X POST {base}/api/amazon/import \\\n"
         f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"

@@ -506,6 +506,20 @@ def _start_gunicorn(
     raise StackError("gunicorn could not bind a free port in three attempts")
 
 
+def _second_store(sandbox_url: str) -> dict[str, Any]:
+    """Settings serving www.amazon.co.uk too, on the sandbox's demo EU credential."""
+    from arda_amazon_bp.testing import sandbox as cs
+
+    return {
+        "AMAZON_MARKETPLACES": f"{cs.DEFAULT_MARKETPLACE},{cs.UK_MARKETPLACE}",
+        "AMAZON_TOKEN_URL": sandbox_url + "/_token/{version}",
+        "AMAZON_CREATORS_GB_CREDENTIAL_ID": cs.DEMO_EU_CREDENTIAL_ID,
+        "AMAZON_CREATORS_GB_CREDENTIAL_SECRET": cs.DEMO_EU_CREDENTIAL_SECRET,
+        "AMAZON_CREATORS_GB_VERSION": "3.2",
+        "AMAZON_CREATORS_GB_PARTNER_TAG": cs.DEMO_UK_PARTNER_TAG,
+    }
+
+
 def run_stack(
     *,
     workers: int = 3,
@@ -515,6 +529,7 @@ def run_stack(
     redis_url: str | None = None,
     config: Mapping[str, Any] | None = None,
     credential_version: str = "2.1",
+    second_store: bool = False,
     sandbox_args: Iterable[str] = (),
     gunicorn_args: Iterable[str] = (),
     startup_timeout: float = STARTUP_TIMEOUT,
@@ -526,7 +541,9 @@ def run_stack(
     none is given); ``"memory"`` uses ``memory://`` (per worker). ``config`` entries are
     added to the environment (JSON-encoded) and win over the defaults set here.
     ``rate`` is the sandbox's calls/second; pair it with a matching
-    ``AMAZON_RATE_LIMITS`` in ``config`` when it is not 1.
+    ``AMAZON_RATE_LIMITS`` in ``config`` when it is not 1. ``second_store`` also serves
+    ``www.amazon.co.uk`` on the sandbox's EU credential (``AMAZON_CREATORS_GB_*``, one
+    ``AMAZON_TOKEN_URL`` with ``{version}``; docs/configuration.md, "Several stores").
     """
     if storage not in ("redis", "memory"):
         raise ValueError("storage must be 'redis' or 'memory'")
@@ -553,6 +570,7 @@ def run_stack(
         storage_uri = redis_url if storage == "redis" and redis_url else "memory://"
         settings: dict[str, Any] = {
             **handle.sandbox.app_config(credential_version, backend="env"),
+            **(_second_store(sandbox_url) if second_store else {}),
             "AMAZON_RATE_LIMIT_STORAGE_URI": storage_uri,
             "AMAZON_CACHE_STORAGE_URI": storage_uri,
             **(config or {}),

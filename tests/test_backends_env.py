@@ -196,3 +196,31 @@ def test_a_dangling_reference_answers_502_and_logs_the_variable(
     for text in (caplog.text, answer.get_data(as_text=True)):
         assert dangling not in text
         assert_no_secret(text)
+
+
+def test_a_stores_own_variables_win_field_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMAZON_CREATORS_GB_PARTNER_TAG", "mystoreuk-21")
+    monkeypatch.setenv("AMAZON_CREATORS_GB_VERSION", "3.2")
+
+    uk = EnvBackend(marketplace="www.amazon.co.uk").load()
+    us = EnvBackend(marketplace="www.amazon.com").load()
+
+    assert (uk.partner_tag, uk.version) == ("mystoreuk-21", "3.2")
+    assert uk.credential_id == KNOWN_FIELDS["credential_id"]  # the unsuffixed one serves
+    assert us == Credentials(**KNOWN_FIELDS)  # no AMAZON_CREATORS_US_*: the default set
+
+
+def test_the_hook_builds_a_backend_for_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMAZON_CREATORS_DE_PARTNER_TAG", "mystorede-21")
+    backend = backend_from_plugins(make_plugin_manager(), "env", {}, "www.amazon.de")
+
+    assert backend.load().partner_tag == "mystorede-21"
+
+
+def test_a_missing_field_names_both_variables_a_store_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AMAZON_CREATORS_PARTNER_TAG")
+    with pytest.raises(CredentialsError) as info:
+        EnvBackend(marketplace="www.amazon.co.jp").load()
+    assert "AMAZON_CREATORS_JP_PARTNER_TAG or AMAZON_CREATORS_PARTNER_TAG" in info.value.message

@@ -283,3 +283,22 @@ def test_a_dangling_reference_names_the_field_and_the_file(
     )
     assert reference not in str(error)
     assert error.missing == ("partner_tag",)
+
+
+def test_a_stores_entry_wins_over_the_default_set_for_that_store_only(
+    credentials_file: CredentialsFile,
+) -> None:
+    eu = {**KNOWN_FIELDS, "credential_id": "EUCREDENTIAL0042", "version": "3.2"}
+    credentials_file.write(
+        {**KNOWN_FIELDS, "stores": {"GB": eu, "www.amazon.de": {"partner_tag": "de-21"}}}
+    )
+    pm = make_plugin_manager()
+
+    def load(marketplace: str | None) -> Credentials:
+        return backend_from_plugins(pm, "file", credentials_file.config, marketplace).load()
+
+    assert load("www.amazon.co.uk") == Credentials(**eu)
+    assert load("www.amazon.de").partner_tag == "de-21"
+    assert load("www.amazon.de").credential_id == KNOWN_FIELDS["credential_id"]
+    assert load("www.amazon.com") == Credentials(**KNOWN_FIELDS)
+    assert load(None) == Credentials(**KNOWN_FIELDS)

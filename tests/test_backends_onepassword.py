@@ -563,3 +563,33 @@ def test_no_failure_path_leaks_a_secret_or_the_token(
     assert_no_secret(caplog.text, repr(backend), repr(provider), *caught)
     for error in caught:
         assert error.__cause__ is None
+
+
+def _add_store_item(fake_op: FakeOp, title: str, **fields: str) -> None:
+    items = fake_op.state["vaults"][fake_op.vault]
+    labels = {label: KNOWN_FIELDS[name] for label, name in LABELS.items()}
+    labels.update({label: fields[name] for label, name in LABELS.items() if name in fields})
+    items.append({"id": "gbstoreitem0000000000000000", "title": title, "fields": labels})
+    fake_op.save()
+
+
+def test_a_store_reads_its_own_item_when_several_stores_are_served(fake_op: FakeOp) -> None:
+    _add_store_item(fake_op, "Amazon Creators API (GB)", version="3.2", partner_tag="uk-21")
+    config = {**fake_op.config, "AMAZON_MARKETPLACES": "www.amazon.com,www.amazon.co.uk"}
+    pm = make_plugin_manager()
+
+    uk = backend_from_plugins(pm, "onepassword", config, "www.amazon.co.uk").load()
+    us = backend_from_plugins(pm, "onepassword", config, "www.amazon.com").load()
+
+    assert (uk.version, uk.partner_tag) == ("3.2", "uk-21")
+    assert us == Credentials(**KNOWN_FIELDS)  # no "(US)" item: the default item serves
+    titles = [run[2] for run in fake_op.item_runs]
+    assert titles == ["Amazon Creators API (GB)", "Amazon Creators API (US)", "Amazon Creators API"]
+
+
+def test_a_single_store_app_runs_op_once_per_load(fake_op: FakeOp) -> None:
+    backend = backend_from_plugins(
+        make_plugin_manager(), "onepassword", fake_op.config, "www.amazon.com"
+    )
+    backend.load()
+    assert [run[2] for run in fake_op.item_runs] == ["Amazon Creators API"]

@@ -104,3 +104,49 @@ def test_bad_values_raise_naming_the_key(key, value):
 
 def test_cache_ttl_of_a_day_is_allowed():
     assert settings(AMAZON_CACHE_TTL_SECONDS=86_400).cache_ttl_seconds == 86_400
+
+
+def test_marketplaces_unset_serve_amazon_marketplace_alone():
+    result = settings(AMAZON_MARKETPLACE="www.amazon.de")
+    assert result.marketplaces == ("www.amazon.de",)
+    assert result.marketplace == "www.amazon.de"
+
+
+@pytest.mark.parametrize(
+    ("value", "primary", "served"),
+    [
+        (
+            "www.amazon.com, WWW.AMAZON.CO.UK",
+            "www.amazon.com",
+            ("www.amazon.com", "www.amazon.co.uk"),
+        ),
+        (
+            ["www.amazon.co.uk", "www.amazon.com"],
+            "www.amazon.com",
+            ("www.amazon.com", "www.amazon.co.uk"),
+        ),
+        (
+            "www.amazon.co.uk,www.amazon.de",
+            "www.amazon.co.uk",
+            ("www.amazon.co.uk", "www.amazon.de"),
+        ),
+    ],
+)
+def test_marketplaces_put_amazon_marketplace_first_when_listed(value, primary, served):
+    result = settings(AMAZON_MARKETPLACES=value)  # AMAZON_MARKETPLACE: www.amazon.com
+    assert result.marketplace == primary
+    assert result.marketplaces == served
+
+
+def test_marketplaces_come_from_the_environment_too(monkeypatch):
+    monkeypatch.setenv("AMAZON_MARKETPLACES", "www.amazon.com,www.amazon.ca")
+    assert settings().marketplaces == ("www.amazon.com", "www.amazon.ca")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["amazon.co.uk", "www.amazon.cn", "www.amazon.com,www.amazon.com", " , ", 42],
+)
+def test_bad_marketplaces_are_refused_naming_the_key(value):
+    with pytest.raises(ConfigError, match="AMAZON_MARKETPLACES"):
+        settings(AMAZON_MARKETPLACES=value)

@@ -174,3 +174,13 @@ def test_a_forked_child_gets_a_fresh_lock_and_keeps_its_tokens() -> None:
     forks._after_fork_in_child()
     assert not tokens._token_lock.locked()
     assert tokens.access_token(credentials, MARKET)[1] == "tok-1"
+
+
+def test_a_token_url_with_version_is_filled_per_credential_version() -> None:
+    from arda_amazon_bp.tokens import token_url_for
+
+    assert token_url_for("http://127.0.0.1:9/_token/{version}", "3.2") == (
+        "http://127.0.0.1:9/_token/3.2"
+    )
+    assert token_url_for("http://127.0.0.1:9/token", "2.1") == "http://127.0.0.1:9/token"
+    assert token_url_for(None, "2.3") == TOKEN_URLS["2.3"]

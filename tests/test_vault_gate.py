@@ -210,3 +210,35 @@ def test_python_m_and_the_console_script_need_no_flask_app(fake_op: FakeOp, tmp_
         data = json.loads(done.stdout)
         assert [p["ok"] for p in data["partitions"]] == [True, True, False, True]
         assert_no_secret(done.stdout, done.stderr)
+
+
+def test_every_served_store_is_checked_with_its_own_item(
+    fake_op: FakeOp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dev has a UK item with an EU credential; Stage has none, so its NA default set is
+    # checked for the UK and refused for its region.
+    items = fake_op.state["vaults"]["Arda-DevOAM"]
+    items.append(
+        {
+            **items[0],
+            "id": "devgbxxxxxxxxxxxxxxxxxxxxx",
+            "title": "Amazon Creators API (GB)",
+            "fields": {**items[0]["fields"], "version": "3.2"},
+        }
+    )
+    fake_op.save()
+    monkeypatch.setenv("AMAZON_MARKETPLACES", "www.amazon.com,www.amazon.co.uk")
+
+    result = gate("--partition", "Dev", "--partition", "Stage", "--json")
+
+    data = body(result)
+    assert result.exit_code == 1
+    assert [
+        (p["partition"], p["marketplace"], p["ok"], p["version"]) for p in data["partitions"]
+    ] == [
+        ("Dev", "www.amazon.com", True, KNOWN_FIELDS["version"]),
+        ("Dev", "www.amazon.co.uk", True, "3.2"),
+        ("Stage", "www.amazon.com", True, KNOWN_FIELDS["version"]),
+        ("Stage", "www.amazon.co.uk", False, KNOWN_FIELDS["version"]),
+    ]
+    assert "marketplace www.amazon.co.uk is in region EU" in data["partitions"][3]["problem"]

@@ -202,6 +202,33 @@ class AmazonSandbox:
             raise ValueError(f"backend must be 'config' or 'env', not {backend!r}")
         return config
 
+    def stores_config(self, us_version: str = "3.1") -> dict[str, Any]:
+        """Config serving two stores from this sandbox (docs/configuration.md, "Several
+        stores"): ``www.amazon.com`` on the demo credential (``us_version``, an NA version)
+        with ``DEMO_PARTNER_TAG``, and ``www.amazon.co.uk`` on the demo EU credential
+        (3.2) with ``DEMO_UK_PARTNER_TAG``; ``AMAZON_TOKEN_URL`` holds ``{version}``."""
+        return {
+            "AMAZON_CREATORS_API_HOST": self.url,
+            "AMAZON_TOKEN_URL": self.url + "/_token/{version}",
+            "AMAZON_MARKETPLACE": cs.DEFAULT_MARKETPLACE,
+            "AMAZON_MARKETPLACES": f"{cs.DEFAULT_MARKETPLACE},{cs.UK_MARKETPLACE}",
+            "AMAZON_CREDENTIALS_BACKEND": "config",
+            "AMAZON_CREDENTIALS": {
+                "credential_id": cs.DEMO_CREDENTIAL_ID,
+                "credential_secret": cs.DEMO_CREDENTIAL_SECRET,
+                "version": us_version,
+                "partner_tag": cs.DEMO_PARTNER_TAG,
+                "stores": {
+                    "GB": {
+                        "credential_id": cs.DEMO_EU_CREDENTIAL_ID,
+                        "credential_secret": cs.DEMO_EU_CREDENTIAL_SECRET,
+                        "version": "3.2",
+                        "partner_tag": cs.DEMO_UK_PARTNER_TAG,
+                    }
+                },
+            },
+        }
+
     def _post(self, path: str, payload: Any = None) -> dict[str, Any]:
         response = requests.post(self.url + path, json=payload, timeout=TIMEOUT)
         response.raise_for_status()

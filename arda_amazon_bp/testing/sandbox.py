@@ -60,7 +60,15 @@ Strictness choices (where Amazon's behaviour is not documented the sandbox is th
 stricter of the plausible answers, so a client that passes here passes there):
 
 * the rate limit counts every getItems arrival — throttled, failed and faulted calls
-  too — in one sliding window for the whole sandbox, checked before authentication;
+  too — in one sliding window per credential id (Amazon's quota is per credential,
+  docs/architecture.md "Quota"), checked before authentication; a call without a known
+  token is judged by the window of all calls, the strictest reading;
+* several stores: ``marketplace`` with ``partner_tags``, plus ``stores`` (host → the
+  partner tags of the Associates account there; by default ``www.amazon.co.uk`` with
+  ``DEMO_UK_PARTNER_TAG``, served by the demo EU credential ``DEMO_EU_CREDENTIAL_ID``,
+  version 3.2). A partner tag is accepted only in its own store, as Amazon ties a tag
+  to one store (``InvalidPartnerTag`` otherwise); prices come in the store's currency
+  (the catalog's amounts, GBP in the UK);
 * tokens remember the credential versions they were issued for and expire;
 * unknown resources, a wrong ``x-marketplace`` or content type, and 0 or more than 10
   ``itemIds`` are rejected; unknown body members are ignored (as Smithy services do).
@@ -70,10 +78,13 @@ Control endpoints (for tests; not part of Amazon's contract) live under ``/_sand
 * ``GET stats`` (``?calls=0`` drops the per-call log): ``total_calls``,
   ``calls_by_status`` (``"dropped"`` for reset connections), ``throttled_calls``,
   ``max_calls_in_window`` (exact, from the recorded arrivals and ``window_seconds``),
+  ``max_calls_in_window_by_credential`` (the same per credential, keyed as ``credential``),
   ``asins_per_call``, ``avg_asins_per_call``, ``asins_in_ok_calls``,
   ``distinct_asins_in_ok_calls``, ``token_requests``, ``token_requests_by_status``,
   ``max_token_requests_in_window``, ``rate``, ``window_seconds`` and ``calls`` (each
-  arrival's endpoint, ``monotonic`` and ``wall`` time, ``asins``, ``status``, ``fault``).
+  arrival's endpoint, ``monotonic`` and ``wall`` time, ``asins``, ``status``, ``fault``,
+  and for getItems ``credential`` (the last 4 characters of the token's credential id),
+  ``marketplace`` and ``partner_tag``).
 * ``POST reset`` clears the log and rate windows; ``{"full": true}`` (or ``?full=1``)
   also clears faults and restores the starting config and credentials.
 * ``POST faults`` ``{"fault", "count": 1, "endpoint": "getItems"|"token", …params}``
@@ -88,6 +99,8 @@ Control endpoints (for tests; not part of Amazon's contract) live under ``/_sand
   closed without response" (requests raises ``ConnectionError``).
 * ``POST credentials`` ``{"credentials": [[id, secret, version], …], "partner_tags",
   "revoke_tokens"}`` replaces the accepted credentials (rotation tests).
+* ``POST /_token/<version>`` is the token endpoint of ``version``'s family (a test seam
+  for ``AMAZON_TOKEN_URL = <sandbox>/_token/{version}``).
 * ``GET|POST config`` shows or changes ``rate``, ``token_rate``, ``window_seconds``,
   ``token_expires_in``, ``throttle_retry_after``, ``eligible``, ``partner_tags``,
   ``marketplace``, ``synthetic_asins``; ``POST tokens/expire`` expires every token.
@@ -133,6 +146,13 @@ DEMO_CREDENTIAL_ID = "sandbox-client-id-0001"
 DEMO_CREDENTIAL_SECRET = "sandbox-secret-do-not-use"
 DEMO_PARTNER_TAG = "ardademo-20"
 DEFAULT_MARKETPLACE = "www.amazon.com"
+#: Token endpoint by version (a test seam for ``AMAZON_TOKEN_URL`` with ``{version}``).
+VERSIONED_TOKEN_PATH = "/_token/<version>"
+#: The second store and the EU credential (version 3.2) that serves it.
+UK_MARKETPLACE = "www.amazon.co.uk"
+DEMO_UK_PARTNER_TAG = "ardademouk-21"
+DEMO_EU_CREDENTIAL_ID = "sandbox-client-id-0002"
+DEMO_EU_CREDENTIAL_SECRET = "sandbox-eu-secret-do-not-use"
 
 COGNITO_TOKEN_PATH = "/oauth2/token"
 LWA_TOKEN_PATH = "/auth/o2/token"
@@ -253,6 +273,7 @@ def default_credentials() -> list[Credential]:
     return [
         Credential(DEMO_CREDENTIAL_ID, DEMO_CREDENTIAL_SECRET, "2.1"),
         Credential(DEMO_CREDENTIAL_ID, DEMO_CREDENTIAL_SECRET, "3.1"),
+        Credential(DEMO_EU_CREDENTIAL_ID, DEMO_EU_CREDENTIAL_SECRET, "3.2"),
     ]
 
 
@@ -273,6 +294,9 @@ class SandboxConfig:
     credentials: list[Credential] = field(default_factory=default_credentials)
     partner_tags: set[str] = field(default_factory=lambda: {DEMO_PARTNER_TAG})
     marketplace: str = DEFAULT_MARKETPLACE
+    stores: dict[str, set[str]] = field(
+        default_factory=lambda: {UK_MARKETPLACE: {DEMO_UK_PARTNER_TAG}}
+    )
     rate: float = 1.0
     token_rate: float | None = None
     window_seconds: float = 1.0
@@ -285,6 +309,7 @@ class SandboxConfig:
     def __post_init__(self) -> None:
         self.credentials = [Credential.parse(c) for c in self.credentials]
         self.partner_tags = {str(tag) for tag in self.partner_tags}
+        self.stores = {str(host): {str(t) for t in tags} for host, tags in self.stores.items()}
         self.catalog_path = Path(self.catalog_path)
         if not self.rate > 0:
             raise ValueError("rate must be > 0")
@@ -303,6 +328,7 @@ class SandboxConfig:
             ],
             "partner_tags": sorted(self.partner_tags),
             "marketplace": self.marketplace,
+            "stores": {host: sorted(tags) for host, tags in self.stores.items()},
             "rate": self.rate,
             "token_rate": self.token_rate,
             "window_seconds": self.window_seconds,
@@ -318,6 +344,7 @@ RUNTIME_CONFIG_KEYS = frozenset(
     {
         "partner_tags",
         "marketplace",
+        "stores",
         "rate",
         "token_rate",
         "window_seconds",
@@ -528,7 +555,30 @@ def render_item(
         projected = _project(full, resource.split("."))
         if projected is not _MISSING:
             _merge(item, projected)
+    _localize_prices(item, marketplace)
     return item
+
+
+#: How a store shows its currency in ``displayAmount`` (the catalog is priced in USD).
+_CURRENCY_SYMBOLS = {"USD": "$", "GBP": "£", "EUR": "€", "JPY": "¥", "CAD": "$", "AUD": "$"}
+
+
+def _localize_prices(item: dict[str, Any], marketplace: str) -> None:
+    """Prices in the store's own currency, as each Amazon store answers in its own (the
+    catalog's amounts are kept; only currency and display change)."""
+    from arda_amazon_bp.marketplaces import MARKETPLACES
+
+    store = MARKETPLACES.get(marketplace)
+    if store is None or store.currency == "USD":
+        return
+    symbol = _CURRENCY_SYMBOLS.get(store.currency, store.currency + " ")
+    for listing in item.get("offersV2", {}).get("listings", []) or []:
+        price = listing.get("price") if isinstance(listing, dict) else None
+        for key in ("money", "pricePerUnit"):
+            money = price.get(key) if isinstance(price, dict) else None
+            if isinstance(money, dict) and isinstance(money.get("amount"), (int, float)):
+                money["currency"] = store.currency
+                money["displayAmount"] = f"{symbol}{money['amount']:,.2f}"
 
 
 # ------------------------------------------------------------------------------ state
@@ -545,6 +595,9 @@ class CallRecord:
     asins: list[str] = field(default_factory=list)
     fault: str | None = None
     family: str | None = None
+    credential: str | None = None  # last 4 characters of the token's credential id
+    marketplace: str | None = None
+    partner_tag: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form for ``/_sandbox/stats``."""
@@ -600,28 +653,36 @@ class SandboxState:
         self.lock = threading.RLock()
         self.stopping = threading.Event()
         self._calls: list[CallRecord] = []
-        self._arrivals: dict[str, deque[float]] = {e: deque() for e in ENDPOINTS}
+        self._arrivals: dict[tuple[str, str], deque[float]] = {}
         self._faults: dict[str, deque[_Fault]] = {e: deque() for e in ENDPOINTS}
         self._tokens: dict[str, _Token] = {}
 
     # -- arrivals and stats
 
-    def arrive(self, endpoint: str) -> tuple[CallRecord, bool]:
-        """Record an arrival; return it and whether it exceeds the endpoint's rate."""
+    def arrive(self, endpoint: str, credential_id: str = "") -> tuple[CallRecord, bool]:
+        """Record an arrival; return it and whether it exceeds the endpoint's rate for
+        ``credential_id`` (getItems: each credential has its own window)."""
         now = time.monotonic()
         record = CallRecord(endpoint=endpoint, monotonic=now, wall=time.time())
+        if credential_id:
+            record.credential = credential_id[-4:]
         with self.lock:
             self._calls.append(record)
             rate = self.config.rate if endpoint == GET_ITEMS else self.config.token_rate
-            arrivals = self._arrivals[endpoint]
-            arrivals.append(now)
-            if rate is None:
-                arrivals.clear()
-                return record, False
-            window, allowed = limit_for(rate, self.config.window_seconds)
-            while arrivals and now - arrivals[0] >= window:
-                arrivals.popleft()
-            return record, len(arrivals) > allowed
+            # Every arrival counts in the endpoint's shared window; a getItems call with a
+            # known token also in its credential's, and that one decides for it.
+            keys = [(endpoint, "")]
+            if endpoint == GET_ITEMS and credential_id:
+                keys.append((endpoint, credential_id))
+            window, allowed = limit_for(rate, self.config.window_seconds) if rate else (0, 0)
+            for key in keys:
+                arrivals = self._arrivals.setdefault(key, deque())
+                arrivals.append(now)
+                if rate is None:
+                    arrivals.clear()
+                while arrivals and now - arrivals[0] >= window:
+                    arrivals.popleft()
+            return record, rate is not None and len(arrivals) > allowed
 
     def stats(self, include_calls: bool = True) -> dict[str, Any]:
         """Counts computed from the call log (see the module docstring for the keys)."""
@@ -639,6 +700,12 @@ class SandboxState:
             "calls_by_status": _by_status(items),
             "throttled_calls": sum(1 for c in items if c.status == 429),
             "max_calls_in_window": max_in_window((c.monotonic for c in items), window),
+            "max_calls_in_window_by_credential": {
+                credential: max_in_window(
+                    (c.monotonic for c in items if c.credential == credential), window
+                )
+                for credential in sorted({c.credential or "" for c in items})
+            },
             "window_seconds": window,
             "rate": rate,
             "asins_per_call": asins_per_call,
@@ -1043,9 +1110,8 @@ def _parse_get_items(
     return {"partnerTag": partner_tag, "itemIds": item_ids, "resources": resources}, None
 
 
-def _items_body(state: SandboxState, parsed: Mapping[str, Any]) -> dict[str, Any]:
+def _items_body(state: SandboxState, parsed: Mapping[str, Any], marketplace: str) -> dict[str, Any]:
     """The 200 body: accessible items (duplicates once) plus per-item errors."""
-    marketplace = state.config.marketplace
     items: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     for raw in dict.fromkeys(parsed["itemIds"]):
@@ -1090,7 +1156,8 @@ def _get_items_response(state: SandboxState, throttled: bool) -> Response:
     marketplace = request.headers.get("x-marketplace")
     if not marketplace:
         return field_error("x-marketplace", "Header must not be null")
-    if marketplace != state.config.marketplace:
+    stores = {state.config.marketplace: state.config.partner_tags, **state.config.stores}
+    if marketplace not in stores:
         return amazon_error(
             400,
             f"The partner tag is not mapped to a valid associate store in {marketplace}.",
@@ -1099,7 +1166,7 @@ def _get_items_response(state: SandboxState, throttled: bool) -> Response:
     parsed, error = _parse_get_items(state)
     if parsed is None:
         return error or amazon_error(500, "Internal server error")
-    if parsed["partnerTag"] not in state.config.partner_tags:
+    if parsed["partnerTag"] not in stores[marketplace]:
         return amazon_error(
             400,
             f"The partner tag {parsed['partnerTag']} is not mapped to a valid associate store "
@@ -1110,7 +1177,7 @@ def _get_items_response(state: SandboxState, throttled: bool) -> Response:
         return amazon_error(
             403, "The associate is not eligible to access the Creators API.", "AssociateNotEligible"
         )
-    return _json_response(200, _items_body(state, parsed))
+    return _json_response(200, _items_body(state, parsed, marketplace))
 
 
 # --------------------------------------------------------------------------- faults
@@ -1286,10 +1353,13 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Flask:
 
     def answer(endpoint: str, family: str | None, normal: Callable[[bool], Response]) -> Response:
         """Record the arrival, then answer with a queued fault or the normal logic."""
-        record, throttled = state.arrive(endpoint)
+        credential_id = _peek_credential(state) if endpoint == GET_ITEMS else ""
+        record, throttled = state.arrive(endpoint, credential_id)
         record.family = family
         if endpoint == GET_ITEMS:
             record.asins = _peek_asins()
+            record.marketplace = request.headers.get("x-marketplace")
+            record.partner_tag = _peek_partner_tag()
         fault = state.take_fault(endpoint)
         if fault is None:
             response = normal(throttled)
@@ -1308,6 +1378,16 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Flask:
     @app.post(LWA_TOKEN_PATH)
     def lwa_token() -> Response:
         return answer(TOKEN, LWA, lambda throttled: _token_response(state, LWA, throttled))
+
+    @app.post(VERSIONED_TOKEN_PATH)
+    def versioned_token(version: str) -> Response:
+        # Test seam, not Amazon's: AMAZON_TOKEN_URL ".../token/{version}" lets one
+        # override serve credentials of both families (docs/configuration.md).
+        try:
+            family = credential_family(version)
+        except ValueError:
+            return oauth_error(400, "invalid_request", "unknown credential version")
+        return answer(TOKEN, family, lambda throttled: _token_response(state, family, throttled))
 
     @app.post(GET_ITEMS_PATH)
     def get_items() -> Response:
@@ -1399,6 +1479,24 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Flask:
 
     register_short_links(app, state)
     return app
+
+
+def _peek_credential(state: SandboxState) -> str:
+    """The credential id of the request's bearer token ("" when unknown): the window the
+    call counts in."""
+    match = _AUTHORIZATION.fullmatch(request.headers.get("Authorization", "").strip())
+    token = state.lookup_token(match["token"]) if match else None
+    return token.credential_id if token is not None else ""
+
+
+def _peek_partner_tag() -> str | None:
+    """The partnerTag of a getItems body, for the stats."""
+    try:
+        body = json.loads(request.get_data())
+    except ValueError:
+        return None
+    tag = body.get("partnerTag") if isinstance(body, dict) else None
+    return tag if isinstance(tag, str) else None
 
 
 def _peek_asins() -> list[str]:
