@@ -21,6 +21,7 @@ Amazon counts *arrivals*, so a call that queued for a thread after its slot was 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -74,10 +75,14 @@ class _Waiter:
 class _Dispatcher:
     """FIFO of ASINs waiting for one marketplace, drained by one thread per process."""
 
+    @property
+    def _store(self) -> StoreRuntime:
+        # Read at each use: the lookup's store entry is what a replaced client serves.
+        return self._lookup.stores[self._marketplace]
+
     def __init__(self, lookup: ProductLookup, marketplace: str) -> None:
         self._lookup = lookup
         self._marketplace = marketplace
-        self._store = lookup.stores[marketplace]
         self._cond = threading.Condition()
         self._pending: OrderedDict[str, _Waiter] = OrderedDict()
         self._in_flight: dict[str, Future[dict[str, Any]]] = {}
@@ -336,8 +341,9 @@ class ProductLookup:
         stores: Mapping[str, StoreRuntime] | None = None,
     ) -> None:
         self.settings = settings
-        #: Served stores by host, primary first; ``client``, ``cache`` and ``credentials``
-        #: below are the primary store's (operator commands, single-store callers).
+        #: Served stores by host, primary first; the ``client``, ``cache`` and
+        #: ``credentials`` properties are the primary store's (operator commands,
+        #: single-store callers).
         self.stores: dict[str, StoreRuntime] = dict(
             stores
             or {
@@ -354,14 +360,45 @@ class ProductLookup:
             if settings.principal_limits
             else None
         )
-        self.client = client
         self.quota = quota
-        self.cache = cache
-        self.credentials = credentials
         self._now = now
         self._lock = threading.Lock()
         self._dispatchers: dict[str, _Dispatcher] = {}
         self._pid = os.getpid()
+
+    # The primary store's parts, read and replaced in ``stores`` itself: one place holds
+    # them, so a replaced cache (a test's clock, a host's own) is the one lookups use.
+    @property
+    def _primary(self) -> StoreRuntime:
+        return next(iter(self.stores.values()))
+
+    def _replace_primary(self, **parts: Any) -> None:
+        primary = self._primary
+        self.stores[primary.marketplace] = dataclasses.replace(primary, **parts)
+
+    @property
+    def client(self) -> CreatorsClient:
+        return self._primary.client
+
+    @client.setter
+    def client(self, client: CreatorsClient) -> None:
+        self._replace_primary(client=client)
+
+    @property
+    def cache(self) -> ProductCache:
+        return self._primary.cache
+
+    @cache.setter
+    def cache(self, cache: ProductCache) -> None:
+        self._replace_primary(cache=cache)
+
+    @property
+    def credentials(self) -> CredentialProvider:
+        return self._primary.credentials
+
+    @credentials.setter
+    def credentials(self, credentials: CredentialProvider) -> None:
+        self._replace_primary(credentials=credentials)
 
     # -- public -------------------------------------------------------------------
 
