@@ -35,7 +35,6 @@ can feed it a mutated copy and prove it reports what is undocumented.
 from __future__ import annotations
 
 import configparser
-import contextlib
 import fnmatch
 import inspect
 import json
@@ -45,7 +44,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +54,7 @@ import test_faults
 from arda_amazon_bp.backends.op_cli import MINIMUM_VERSION as MINIMUM_OP
 from arda_amazon_bp.backends.op_cli import REVEAL_VERSION as REVEAL_OP
 from fixtures_credentials import FAKE_OP, make_op_token
+from fixtures_demo import READY, RunningDemo
 from fixtures_sandbox import SandboxHandle
 from flask import Flask
 from marshmallow import Schema, fields
@@ -1170,34 +1169,16 @@ def test_the_readme_commands_are_what_ci_and_tox_run() -> None:
                 assert name in _tox_envs(), f"README.md:{line}: tox env {name} does not exist"
 
 
-def test_the_demo_prints_the_readme_curl_and_it_answers_a_product(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMAZON_", "EXAMPLE_BFF_"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--port", "0"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
+def test_the_demo_prints_the_readme_curl_and_it_answers_a_product(
+    running_demo: RunningDemo,
+) -> None:
+    printed = running_demo.printed
+    curl = printed[printed.index("curl") : printed.index(READY)].strip()
+    port = re.search(r"http://127\.0\.0\.1:(\d+)/", curl)
+    assert port, printed
+    done = subprocess.run(
+        ["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=False
     )
-    try:
-        printed = _read_until(process, "Ctrl-C stops.", timeout=30)
-        curl = printed[printed.index("curl") : printed.index("Ctrl-C stops.")].strip()
-        port = re.search(r"http://127\.0\.0\.1:(\d+)/", curl)
-        assert port, printed
-        done = subprocess.run(
-            ["bash", "-c", curl], capture_output=True, text=True, timeout=30, check=False
-        )
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
-        if process.stdout is not None:
-            process.stdout.close()
     product = json.loads(done.stdout)
     assert product["missingFields"] == [] and product["title"], product
     readme_curl = next(
@@ -1205,24 +1186,6 @@ def test_the_demo_prints_the_readme_curl_and_it_answers_a_product(tmp_path: Path
     )
     shown = curl.replace(f"127.0.0.1:{port.group(1)}", "127.0.0.1:5000")
     assert " ".join(readme_curl.split()) == " ".join(shown.split())
-
-
-def _read_until(process: subprocess.Popen[bytes], marker: str, timeout: float) -> str:
-    """Read the process's stdout until ``marker`` (raw reads: nothing hides in a buffer)."""
-    import selectors
-
-    assert process.stdout is not None
-    data = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while marker.encode() not in data:
-            assert time.monotonic() < deadline, f"demo did not print {marker!r}: {data!r}"
-            if selector.select(timeout=0.2):
-                chunk = os.read(process.stdout.fileno(), 65536)
-                assert chunk, f"demo exited {process.wait(5)}: {data!r}"
-                data += chunk
-    return data.decode()
 
 
 # --- OpenAPI document and Swagger UI of the example app -----------------------------------------
@@ -1298,6 +1261,7 @@ def test_every_python_and_ini_block_of_plugins_md_is_run() -> None:
         "amazon.init_app(app, api)                     #",
         "def create_app()",
         "class BySubject",
+        "def arda_amazon_credential_backends(marketplace)",
         "class Pager",
         "app.config.update(",
     ]
@@ -1305,6 +1269,53 @@ def test_every_python_and_ini_block_of_plugins_md_is_run() -> None:
     assert len(snippets) == len(phrases)
     assert all(sum(phrase in body for body in snippets) == 1 for phrase in phrases)
     assert len(plugins_md_snippets("ini")) == 1  # the dist-info entry_points.txt
+
+
+def test_plugins_md_migration_snippet_gives_each_store_its_own_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    from flask_smorest import Api
+
+    from arda_amazon_bp import AmazonImport, hookimpl
+    from arda_amazon_bp.credentials import validate
+
+    built_for: list[str | None] = []
+
+    class VaultBackend:
+        def __init__(self, config: Any, store: str | None) -> None:
+            built_for.append(store)
+            self.version = "3.2" if store == "www.amazon.co.uk" else "3.1"
+
+        def load(self) -> Any:
+            return validate({**_sandbox_fields_by_name(), "version": self.version}, "vault")
+
+    plugin = types.ModuleType("vault_plugin")
+    plugin.__dict__.update(hookimpl=hookimpl, VaultBackend=VaultBackend)
+    run_snippet(
+        plugins_md_snippet("def arda_amazon_credential_backends(marketplace)"), plugin.__dict__
+    )
+    for name in [n for n in os.environ if n.startswith("AMAZON_")]:
+        monkeypatch.delenv(name)
+    app = Flask("snippet-host")
+    app.config.update(
+        API_TITLE="Host",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        AMAZON_CREDENTIALS_BACKEND="vault",
+        AMAZON_MARKETPLACES="www.amazon.com,www.amazon.co.uk",
+    )
+    amazon = AmazonImport()
+    amazon.plugin_manager.register(plugin)
+    amazon.init_app(app, Api(app))
+    state = app.extensions["arda_amazon_bp"]
+    try:
+        assert sorted(built_for, key=str) == ["www.amazon.co.uk", "www.amazon.com"]
+        assert state.store("www.amazon.co.uk").credentials.get().version == "3.2"
+        assert state.store("www.amazon.com").credentials.get().version == "3.1"
+    finally:
+        state.close()
 
 
 def test_plugins_md_registering_a_backend_plugin_before_init_app(
