@@ -3,6 +3,7 @@
 import pytest
 from fixtures_app import amazon, app, client, creators_env, make_app  # noqa: F401
 from fixtures_credentials import credentials_file, env_credentials, fake_op  # noqa: F401
+from fixtures_demo import running_demo  # noqa: F401
 from fixtures_host import make_host  # noqa: F401
 from fixtures_redis import (  # noqa: F401
     own_redis,

@@ -578,18 +578,22 @@ def valid_links(draw: st.DrawFn) -> tuple[str, ProductRef]:
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=500)
 
 
+def _ref_or_checked_parser_error(text: str) -> ProductRef | None:
+    """The parsed link, or None after checking the parser's refusal is typed, small and quiet."""
+    try:
+        return parse_product_link(text)
+    except AmazonImportError as exc:
+        error = exc
+    assert error.code in PARSER_CODES
+    _assert_small_and_quiet(error, text)
+    return None
+
+
 @PROPERTY_SETTINGS
 @given(st.one_of(st.text(max_size=200), link_like_text))
 def test_any_text_gives_a_ref_or_a_parser_error(text: str) -> None:
-    error: AmazonImportError | None = None
-    try:
-        ref = parse_product_link(text)
-    except AmazonImportError as exc:
-        error = exc
-    if error is not None:
-        assert error.code in PARSER_CODES
-        _assert_small_and_quiet(error, text)
-    else:
+    ref = _ref_or_checked_parser_error(text)
+    if ref is not None:
         assert ref.marketplace in MARKETPLACES
         assert ref.asin == ref.asin.upper()
         assert len(ref.asin) == 10
@@ -777,15 +781,8 @@ def test_text_around_a_link_gives_its_product_or_a_parser_error(
 ) -> None:
     link, expected = case
     text = f"{before}{joint}{link} {after}"
-    error: AmazonImportError | None = None
-    try:
-        ref = parse_product_link(text)
-    except AmazonImportError as exc:
-        error = exc
-    if error is not None:
-        assert error.code in PARSER_CODES
-        _assert_small_and_quiet(error, text)
-    else:
+    ref = _ref_or_checked_parser_error(text)
+    if ref is not None:
         # Another link in the generated prose could only make it a refusal, never another
         # product: the only product link in the text is ours.
         assert ref == expected

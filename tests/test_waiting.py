@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -23,6 +23,8 @@ from gunicorn.workers.sync import SyncWorker
 from stack import run_stack
 
 from arda_amazon_bp.waiting import FALLBACK_LIMIT, default_limit, server_threads
+
+_T = TypeVar("_T")
 
 AUTH = {"Authorization": f"Bearer {USER_TOKEN}"}
 
@@ -112,10 +114,7 @@ def test_two_may_wait_and_the_others_are_refused_at_once(
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         futures = [pool.submit(one, n) for n in range(6)]
-        deadline = time.monotonic() + 5
-        while sum(f.done() for f in futures) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        quick = [f.result() for f in futures if f.done()]
+        quick = _first_done(futures, 4, timeout=5)
         assert lookup.waiting.waiting == 2  # the other two are still waiting for Amazon
         held.set()
         outcomes = [f.result(timeout=10) for f in futures]
@@ -191,10 +190,7 @@ def test_a_host_route_answers_while_imports_wait_under_gunicorn_1x4() -> None:
 
         with ThreadPoolExecutor(max_workers=12) as pool:
             futures = [pool.submit(one, n) for n in range(12)]
-            deadline = time.monotonic() + 10
-            while sum(f.done() for f in futures) < 10 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            refused = [f.result() for f in futures if f.done()]
+            refused = _first_done(futures, 10, timeout=10)
             timings = []
             for _ in range(3):
                 began = time.monotonic()
@@ -212,3 +208,11 @@ def test_a_host_route_answers_while_imports_wait_under_gunicorn_1x4() -> None:
             details = response.json()["error"]["details"]
             assert (details["source"], details["limit"]) == ("local", "waiting")
         assert sorted(r.status_code for r in answered) == [200, 200] + [429] * 10
+
+
+def _first_done(futures: list[Future[_T]], count: int, timeout: float) -> list[_T]:
+    """The results of the futures done once ``count`` are (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while sum(f.done() for f in futures) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [f.result() for f in futures if f.done()]
