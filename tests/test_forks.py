@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 import pytest
 from forking import needs_fork, run_forked
@@ -88,3 +91,25 @@ def test_a_creators_client_in_a_forked_worker_gets_its_own_session_and_locks() -
         assert run_forked(child)
     assert client._http() is parent_session  # the parent keeps its pooled connections
     client.close()
+
+
+def test_an_instance_alive_at_exit_leaves_stderr_clean(tmp_path: Path) -> None:
+    # weakref.WeakMethod printed "Exception ignored in … _cb … AttributeError" here: the
+    # interpreter freed the registry's entry before the instance it pointed at.
+    script = (
+        "from arda_amazon_bp.forks import reset_in_child\n"
+        "class Holder:\n"
+        "    def reset(self): pass\n"
+        "held = Holder()\n"
+        "reset_in_child(held.reset)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,  # not the checkout, whose arda_amazon_bp would shadow the installed one
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert done.stderr == ""
