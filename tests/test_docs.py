@@ -500,6 +500,18 @@ def test_reliability_fault_table_matches_the_fault_matrix() -> None:
     assert fault_table_problems(test_faults.ROWS, rows, tests) == []
 
 
+def test_reliability_md_counts_the_secret_scenarios_and_names_no_open_leak() -> None:
+    import test_secrets
+
+    text = RELIABILITY_MD.read_text(encoding="utf-8")
+    counted = re.search(r"^(\d+) scenarios, each run with", text, re.MULTILINE)
+    assert counted, "reliability.md, section Secrets: '<n> scenarios, each run with …'"
+    assert int(counted.group(1)) == len(test_secrets.SCENARIOS)
+    known = [s for s in test_secrets.SCENARIOS if s.known_leak]
+    # An open leak is a strict xfail in test_secrets.py and an **Open:** note here.
+    assert ("**Open:**" in text.split("## 5. Secrets")[1].split("\n## ")[0]) == bool(known)
+
+
 def test_every_config_key_is_in_the_configuration_table_with_its_default() -> None:
     assert config_table_problems(DEFAULTS, doc_table(CONFIG_MD, "table", "config")) == []
 
