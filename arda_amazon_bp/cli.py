@@ -360,12 +360,12 @@ def _smoke(state: Any, asin: str, as_json: bool) -> None:
     report["credentialId"] = mask(credentials.credential_id)
 
     try:
-        state.quota.acquire(credentials.quota_key)
+        slot_taken_at = state.quota.acquire(credentials.quota_key)
     except AmazonImportError as exc:
         out.result(report, ok=False, reason=f"no quota slot: {_upstream_reason(exc)}")
 
     # The first attempt's slot is taken above; a retry needs its own.
-    before_call = slots_for_retries(state.quota)
+    before_call = slots_for_retries(state.quota, slot_taken_at)
 
     started = time.perf_counter()
     try:

@@ -204,7 +204,7 @@ class _Dispatcher:
         or answer those who cannot wait any longer (False)."""
         budget = max(0.0, oldest.deadline - time.monotonic())
         try:
-            self._lookup.quota.acquire(credentials.quota_key, max_wait=budget)
+            slot_taken_at = self._lookup.quota.acquire(credentials.quota_key, max_wait=budget)
         except AmazonImportError as exc:
             # Those whose wait is used up are answered; later arrivals keep their place.
             # A spent daily quota will not free up within anyone's wait: answer everyone.
@@ -224,7 +224,10 @@ class _Dispatcher:
             closed = self._closed
             if not closed:  # started under the lock: close() never joins an unstarted one
                 thread = threading.Thread(
-                    target=self._call, args=(credentials, batch), name=self._call_name, daemon=True
+                    target=self._call,
+                    args=(credentials, batch, slot_taken_at),
+                    name=self._call_name,
+                    daemon=True,
                 )
                 self._calls.add(thread)
                 thread.start()
@@ -246,19 +249,21 @@ class _Dispatcher:
                     self._in_flight[waiter.asin] = waiter.future
             return waiters
 
-    def _call(self, credentials: Credentials, batch: list[_Waiter]) -> None:
+    def _call(self, credentials: Credentials, batch: list[_Waiter], slot_taken_at: float) -> None:
         try:
-            self._call_upstream(credentials, batch)
+            self._call_upstream(credentials, batch, slot_taken_at)
         finally:
             with self._cond:
                 self._calls.discard(threading.current_thread())
             self._free_threads.release()
 
-    def _call_upstream(self, credentials: Credentials, batch: list[_Waiter]) -> None:
+    def _call_upstream(
+        self, credentials: Credentials, batch: list[_Waiter], slot_taken_at: float
+    ) -> None:
         asins = [w.asin for w in batch]
         request_ids = sorted({rid for w in batch for rid in w.request_ids})
         before_call = slots_for_retries(
-            self._lookup.quota, max_wait=self._lookup.settings.max_wait_seconds
+            self._lookup.quota, slot_taken_at, max_wait=self._lookup.settings.max_wait_seconds
         )
 
         try:

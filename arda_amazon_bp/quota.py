@@ -61,6 +61,22 @@ Waiting, fairly
     ``Retry-After`` = whole seconds until a slot frees. A spent daily quota is refused
     immediately: its slot frees hours later, beyond any ``max_wait``.
 
+Late sends
+    The limiter spaces *slots*; Amazon counts *arrivals*. Between the two lie a thread
+    start, maybe a token fetch, and the scheduling of a busy process: on an overloaded
+    host (every thread of a gunicorn worker serving hits, fewer cores than workers) that
+    delay alone can outgrow the margin, and two arrivals then land inside one of Amazon's
+    seconds (the load run in docs/reliability.md showed exactly that). So the call
+    reports when it actually leaves (:meth:`Quota.sending`, right before the HTTP send),
+    and the key's next slot is held until one short window after that departure, in the
+    same storage, so every process waits for it. With one call per window (Amazon's
+    default 1/second) every call does this: the window then runs from departure to
+    departure, and the margin is left for what happens after the send (the network, the
+    far end). With several calls per window only a call later than the margin holds the
+    next slot, which is conservative: it delays every next slot, not only the one that
+    could collide. A call later than the margin is also logged (a WARNING at most once a
+    minute). A margin of 0 turns the check off with the margin itself.
+
 Penalties
     :meth:`Quota.penalize` records "no slot before now + Retry-After" for the key in the
     same storage, so every process and host pauses; waiting on it behaves like a busy
@@ -95,7 +111,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -136,6 +152,7 @@ REDIS_CONNECT_TIMEOUT = 0.5
 PROBE_INTERVAL_SECONDS = 5.0
 
 _MARGIN_BELOW_SECONDS = 60  # windows shorter than this get the arrival-jitter margin
+_LATE_WARNING_INTERVAL_SECONDS = 60.0  # at most one "call left late" warning per process
 _WAKE_EPSILON = 0.001  # storages refuse *at* the reset instant (>=); wake just after it
 _MIN_SLEEP = 0.005  # a head refused by a race retries after this, never in a tight loop
 _MAX_PENALTY_SECONDS = 86_400.0
@@ -300,6 +317,11 @@ def _penalty_key(key: str) -> str:
     return f"{NAMESPACE}/{{{key}}}/penalty"
 
 
+def _spacing_key(key: str) -> str:
+    """The hold a late call puts on the key's next slot (see "Late sends")."""
+    return f"{NAMESPACE}/{{{key}}}/spacing"
+
+
 class _Store:
     """A ``limits`` storage seen as moving windows and penalties with float lengths."""
 
@@ -364,24 +386,27 @@ class _Store:
             window.key(key), window.amount, cast(int, window.expiry)
         )
 
-    def penalize(self, key: str, until: float, now: float) -> None:
+    def hold(self, name: str, until: float, now: float) -> None:
+        """Make ``name`` (a penalty or spacing key) last until ``until``; never shorter."""
         if self._redis is not None:
             ms = max(1, math.ceil((until - now) * 1000))
-            self._penalize([self._redis_key(_penalty_key(key))], [ms])
+            self._penalize([self._redis_key(name)], [ms])
             return
-        if self.penalty_until(key, now) >= until:
+        if self.held_until([name], now)[0] >= until:
             return
-        self.storage.clear(_penalty_key(key))
-        self.storage.incr(_penalty_key(key), cast(int, until - now))
+        self.storage.clear(name)
+        self.storage.incr(name, cast(int, until - now))
 
-    def penalty_until(self, key: str, now: float) -> float:
-        """End of the key's penalty (epoch seconds), or 0.0 without one."""
+    def held_until(self, names: Sequence[str], now: float) -> list[float]:
+        """End of each hold (epoch seconds), or 0.0 for none; one round trip on Redis."""
         if self._redis is not None:
-            ms = int(self._redis.pttl(self._redis_key(_penalty_key(key))))
-            return now + ms / 1000 if ms > 0 else 0.0
-        if self.storage.get(_penalty_key(key)) > 0:
-            return self.storage.get_expiry(_penalty_key(key))
-        return 0.0
+            pipeline = self._redis.pipeline(transaction=False)
+            for name in names:
+                pipeline.pttl(self._redis_key(name))
+            return [now + int(ms) / 1000 if int(ms) > 0 else 0.0 for ms in pipeline.execute()]
+        return [
+            self.storage.get_expiry(name) if self.storage.get(name) > 0 else 0.0 for name in names
+        ]
 
     def check(self) -> bool:
         return self.storage.check()
@@ -459,6 +484,7 @@ class Quota:
     probe_interval: float = PROBE_INTERVAL_SECONDS
 
     _primary: _Store | None
+    _next_late_warning: float
     _local: _Store | None
 
     def __init__(
@@ -483,8 +509,9 @@ class Quota:
 
     # -- public API ---------------------------------------------------------------------
 
-    def acquire(self, key: str, *, max_wait: float | None = None) -> None:
-        """Take one upstream slot for ``key``, waiting up to ``max_wait`` seconds.
+    def acquire(self, key: str, *, max_wait: float | None = None) -> float:
+        """Take one upstream slot for ``key``, waiting up to ``max_wait`` seconds, and
+        return when it was taken (this quota's clock), for :meth:`sending`.
 
         Raises ``AMAZON_RATE_LIMITED`` (``source="local"``) when no slot frees in time.
         """
@@ -503,23 +530,46 @@ class Quota:
                 raise
         try:
             self._take_slot(key, line, deadline)
+            taken = self._clock()
         finally:
             self._daily_snapshots.pop(key, None)  # our own call changed the count
             with self._cond:
                 line.head_busy = None
                 self._leave(key, line, ticket)
-        self._metrics.quota_waited(self._clock() - started)
+        self._metrics.quota_waited(taken - started)
+        return taken
+
+    def sending(self, key: str, slot_taken_at: float) -> None:
+        """The call holding the slot taken at ``slot_taken_at`` leaves now: hold the key's
+        next slot until one short window from now, in every process, when the limit is one
+        call per window or the call left more than the margin late (module docs, "Late
+        sends")."""
+        margin = self._settings.rate_margin_seconds
+        shortest = self._windows[0]
+        if not margin > 0 or shortest.expiry >= _MARGIN_BELOW_SECONDS:
+            return
+        now = self._clock()
+        late = now - slot_taken_at
+        # One call per window: the window restarts when the call leaves, always (a few ms
+        # each). Several: only a call later than the margin holds them all (conservative).
+        if late <= (0.0 if shortest.amount == 1 else margin):
+            return
+        if late > margin and now >= self._next_late_warning:
+            self._next_late_warning = now + _LATE_WARNING_INTERVAL_SECONDS
+            logger.warning(
+                "amazon call left %.3f s after its quota slot (margin %.3f s); the next slot "
+                "waits for it. Raise AMAZON_RATE_MARGIN_SECONDS if this repeats",
+                late,
+                margin,
+            )
+        self._hold(_spacing_key(key), now + shortest.expiry, now)
 
     def penalize(self, key: str, retry_after: float) -> None:
         """Amazon answered 429: no slot for ``key`` for ``retry_after`` seconds, anywhere."""
         if not retry_after > 0:  # also refuses NaN
             return
         now = self._clock()
-        until = now + min(float(retry_after), _MAX_PENALTY_SECONDS)
-        local = self._stores()[1]
-        if local is not None:
-            local.penalize(key, until, now)  # kept in case the shared storage fails
-        self._run(lambda store: store.penalize(key, until, now))
+        self._hold(_penalty_key(key), now + min(float(retry_after), _MAX_PENALTY_SECONDS), now)
 
     def status(self, key: str) -> list[WindowStatus]:
         """One entry per configured limit, shortest window first."""
@@ -543,7 +593,7 @@ class Quota:
     def penalized_until(self, key: str) -> float:
         """End of the current penalty for ``key`` (epoch seconds), or 0.0 without one."""
         now = self._clock()
-        return self._run(lambda store: store.penalty_until(key, now))
+        return self._run(lambda store: store.held_until([_penalty_key(key)], now)[0])
 
     def waiting(self, key: str) -> int:
         """Requests of this process currently queued for a slot of ``key``."""
@@ -580,6 +630,12 @@ class Quota:
             ):
                 store.close()
 
+    def _hold(self, name: str, until: float, now: float) -> None:
+        local = self._stores()[1]
+        if local is not None:
+            local.hold(name, until, now)  # kept in case the shared storage fails
+        self._run(lambda store: store.hold(name, until, now))
+
     # -- per-process state --------------------------------------------------------------
 
     def _reset_process_state(self) -> None:
@@ -594,6 +650,7 @@ class Quota:
         self._down = False
         self._next_probe = 0.0
         self._outage_calls: Counter[str] = Counter()
+        self._next_late_warning = 0.0
         # key -> (monotonic time read, status): the daily window for response headers
         self._daily_snapshots: dict[str, tuple[float, WindowStatus]] = {}
 
@@ -774,8 +831,10 @@ class Quota:
         return None
 
     def _busy(self, store: _Store, key: str, now: float) -> _Busy | None:
-        until = store.penalty_until(key, now)
-        busy = _Busy(until, None) if until > now else None
+        penalty, spacing = store.held_until([_penalty_key(key), _spacing_key(key)], now)
+        busy = _Busy(penalty, None) if penalty > now else None
+        if spacing > now:  # a late call's hold counts as the short window it protects
+            busy = _later(busy, _Busy(spacing, self._windows[0]))
         for window in self._windows:
             start, used = store.window(window, key)
             if used >= window.amount:
@@ -810,20 +869,24 @@ class Quota:
 
 
 def slots_for_retries(
-    quota: Quota, *, max_wait: float | None = None
+    quota: Quota, slot_taken_at: float, *, max_wait: float | None = None
 ) -> Callable[[Credentials], None]:
     """A ``before_call`` for a call whose first attempt already holds a slot.
 
-    The caller took a slot before sending; a retry (after a fresh token or reloaded
-    credentials) is another arrival at Amazon, so each retry takes one of its own.
+    The caller took a slot before sending (at ``slot_taken_at``, what
+    :meth:`Quota.acquire` returned); a retry (after a fresh token or reloaded credentials)
+    is another arrival at Amazon, so each retry takes one of its own. Each attempt tells
+    the quota when it leaves (:meth:`Quota.sending`).
     """
     first_attempt = True
 
     def before_call(used: Credentials) -> None:
         nonlocal first_attempt
+        taken = slot_taken_at
         if first_attempt:
             first_attempt = False
-            return
-        quota.acquire(used.quota_key, max_wait=max_wait)
+        else:
+            taken = quota.acquire(used.quota_key, max_wait=max_wait)
+        quota.sending(used.quota_key, taken)
 
     return before_call

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import math
 import random
@@ -259,8 +260,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             client.join(args.duration + REQUEST_TIMEOUT + 10)
         wall = time.monotonic() - began
         stuck = sum(client.is_alive() for client in clients)
-        sandbox = stack.sandbox.stats(calls=False)
+        sandbox = stack.sandbox.stats(calls=True)
+        # What an upstream 429 needs to be explained: how close the arrivals came, and
+        # whether the quota saw calls leave late (its WARNING, quota.py "Late sends").
+        late_warnings = stack.logs("gunicorn").count("after its quota slot")
 
+    arrivals = sorted(c["monotonic"] for c in sandbox["calls"] if c["endpoint"] == "getItems")
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     samples = [s for c in clients for s in c.stats.samples]
     violations = [v for c in clients for v in c.stats.violations]
     kinds = Counter(s.kind for s in samples)
@@ -304,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "window_seconds": sandbox["window_seconds"],
             "throttled_by_amazon": sandbox["throttled_calls"],
             "token_requests": sandbox["token_requests"],
+            "smallest_arrival_gap_s": round(min(gaps), 3) if gaps else None,
+            "late_call_warnings": late_warnings,
         },
         "first_violations": violations[:10],
     }
@@ -328,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{upstream['avg_asins_per_call']} ASINs/call, at most {upstream['max_calls_in_window']} "
         f"in any {upstream['window_seconds']:g} s, {upstream['throttled_by_amazon']} throttled "
         f"by Amazon, {upstream['token_requests']} token requests"
+    )
+    print(
+        f"arrivals              smallest gap between two getItems calls "
+        f"{upstream['smallest_arrival_gap_s']} s, {late_warnings} late-call warning(s) logged"
     )
     for line in violations[:10]:
         print(f"  violation: {line}")

@@ -88,16 +88,21 @@ class StubQuota:
 
     refuse: BaseException | None = None
     acquired: list[str] = field(default_factory=list)
+    sent: list[tuple[str, float]] = field(default_factory=list)
     windows: list[WindowStatus] = field(default_factory=list)
     status_error: BaseException | None = None
     events: list[str] | None = None
 
-    def acquire(self, key: str, *, max_wait: float | None = None) -> None:
+    def acquire(self, key: str, *, max_wait: float | None = None) -> float:
         if self.events is not None:
             self.events.append("acquire")
         if self.refuse is not None:
             raise self.refuse
         self.acquired.append(key)
+        return 0.0
+
+    def sending(self, key: str, slot_taken_at: float) -> None:
+        self.sent.append((key, slot_taken_at))
 
     def status(self, key: str) -> list[WindowStatus]:
         if self.status_error is not None:

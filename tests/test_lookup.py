@@ -459,3 +459,42 @@ def test_a_whole_call_refusal_caches_nothing_for_the_asins_it_did_not_name(app, 
     again = lookup.lookup_many([ProductRef(US, asin(1))])
     assert again[0]["title"] == f"Nitrile Gloves {asin(1)}"
     assert amazon.get_items_calls[-1]["itemIds"] == [asin(1)]
+
+
+def test_a_call_leaving_late_does_not_bring_the_next_within_amazons_second(sandbox_app, sandbox):
+    """The first call fetches a token for 0.6 s after taking its slot; the second slot
+    frees 1.15 s after the first. Spaced by slots, the two would reach Amazon 0.55 s apart
+    and the second would be throttled; the late call holds the next slot instead."""
+    sandbox.configure(rate=1)  # Amazon's own 1 call/second, arrivals in a sliding window
+    sandbox.fault("delay", endpoint="token", delay=0.6)
+    app = sandbox_app(
+        AMAZON_RATE_LIMITS="1/second;8640/day",
+        AMAZON_RATE_MARGIN_SECONDS=0.15,
+        AMAZON_MAX_ITEMS_PER_CALL=1,
+        AMAZON_MAX_WAIT_SECONDS=5,
+    )
+    links = [f"https://www.amazon.com/dp/B0SYN{n:05d}" for n in (901, 902)]
+    start = threading.Barrier(2)
+
+    def one(link):
+        client = app.test_client()
+        start.wait(5)
+        return client.post(
+            "/api/amazon/import",
+            json={"url": link},
+            headers={"Authorization": f"Bearer {USER_TOKEN}"},
+        )
+
+    results = [None, None]
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, one(links[i]))) for i in (0, 1)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert [r.status_code for r in results] == [200, 200], [r.get_json() for r in results]
+    stats = sandbox.stats()
+    assert stats["total_calls"] == 2
+    assert stats["throttled_calls"] == 0
+    assert stats["max_calls_in_window"] == 1

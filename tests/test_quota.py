@@ -379,6 +379,101 @@ def test_a_waiter_that_cannot_make_it_is_refused_without_waiting(new_quota: Any)
 # -- Redis -----------------------------------------------------------------------------
 
 
+# -- late sends: the next slot waits for a call that left after the margin -------------------
+
+
+def test_one_call_per_window_runs_the_window_from_departure_to_departure(
+    clock: FakeClock, new_quota: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    quota = new_quota(make_settings("1/second", margin=0.15), clock)
+    taken = quota.acquire(KEY)
+    assert taken == T0
+    clock.now += 0.1  # left 0.1 s after its slot: within the margin
+    with caplog.at_level(logging.WARNING, logger="arda_amazon_bp.quota"):
+        quota.sending(KEY, taken)
+    assert caplog.records == []  # nothing unusual to report
+    quota.acquire(KEY)
+    assert clock.now - T0 == pytest.approx(0.1 + 1.15, abs=0.01)
+
+
+def test_several_calls_per_window_ignore_a_departure_within_the_margin(
+    clock: FakeClock, new_quota: Any
+) -> None:
+    quota = new_quota(make_settings("2/second", margin=0.15), clock)
+    first = quota.acquire(KEY)
+    quota.acquire(KEY)
+    clock.now += 0.14
+    quota.sending(KEY, first)
+    quota.acquire(KEY)  # the third slot: the window of the first two, nothing more
+    assert clock.now - T0 == pytest.approx(1.15, abs=0.01)
+
+
+def test_several_calls_per_window_wait_for_a_call_later_than_the_margin(
+    clock: FakeClock, new_quota: Any
+) -> None:
+    quota = new_quota(make_settings("2/second", margin=0.15), clock)
+    first = quota.acquire(KEY)
+    clock.now += 0.5
+    quota.sending(KEY, first)
+    quota.acquire(KEY)  # a free slot of the window, yet held for the late call
+    assert clock.now - T0 == pytest.approx(0.5 + 1.15, abs=0.01)
+
+
+def test_a_call_leaving_late_holds_the_next_slot_from_its_departure(
+    clock: FakeClock, new_quota: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    quota = new_quota(make_settings("1/second", margin=0.15), clock)
+    taken = quota.acquire(KEY)
+    clock.now += 0.6  # a token fetch, or a descheduled thread, between slot and send
+    with caplog.at_level(logging.WARNING, logger="arda_amazon_bp.quota"):
+        quota.sending(KEY, taken)
+    assert "left 0.600 s after its quota slot" in caplog.text
+    error = refusal(quota)
+    assert error.details["limit"] == "second"  # reported as the window it protects
+    clock.now = T0 + 1.2  # the slot's spacing (1.15 s) is over; the departure's is not
+    assert refusal(quota).details["limit"] == "second"
+    quota.acquire(KEY)
+    assert clock.now - T0 == pytest.approx(0.6 + 1.15, abs=0.01)
+
+
+def test_late_warnings_are_one_a_minute(
+    clock: FakeClock, new_quota: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    quota = new_quota(make_settings("1/second", margin=0.15), clock)
+    with caplog.at_level(logging.WARNING, logger="arda_amazon_bp.quota"):
+        for _ in range(3):
+            taken = quota.acquire(KEY)
+            clock.now += 0.5
+            quota.sending(KEY, taken)
+        assert len(caplog.records) == 1
+        clock.now += 60
+        quota.sending(KEY, quota.acquire(KEY) - 1)
+    assert len(caplog.records) == 2
+
+
+def test_margin_zero_turns_the_late_send_check_off(clock: FakeClock, new_quota: Any) -> None:
+    quota = new_quota(make_settings("1/second", margin=0), clock)
+    taken = quota.acquire(KEY)
+    clock.now += 0.6
+    quota.sending(KEY, taken)
+    quota.acquire(KEY)
+    assert clock.now - T0 == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_late_calls_hold_is_shared_through_redis(redis_url: str, new_quota: Any) -> None:
+    settings = make_settings("1/second;100/day", margin=0.15, uri=redis_url, max_wait=0)
+    first, second = new_quota(settings), new_quota(settings)
+    taken = first.acquire(KEY)
+    time.sleep(1.2)  # the slot's spacing is over ...
+    first.sending(KEY, taken - 0.3)  # ... and its call is leaving only now (late)
+    error = refusal(second)
+    assert error.details["limit"] == "second"
+    assert error.details["retryAfter"] == 2  # ceil of the 1.15 s hold
+    time.sleep(1.2)
+    second.acquire(KEY)
+    assert [w.used for w in second.status(KEY)][-1] == 2
+
+
 def test_two_quotas_share_limits_and_penalties_through_redis(
     redis_url: str, new_quota: Any
 ) -> None:
@@ -599,18 +694,25 @@ def test_redis_connections_have_short_timeouts(redis_url: str, new_quota: Any) -
 
 def test_slots_for_retries_lets_the_first_attempt_through_and_charges_each_retry() -> None:
     taken: list[tuple[str, float | None]] = []
+    sent: list[tuple[str, float]] = []
 
     class Recorder:
-        def acquire(self, key: str, *, max_wait: float | None = None) -> None:
+        def acquire(self, key: str, *, max_wait: float | None = None) -> float:
             taken.append((key, max_wait))
+            return 100.0 + len(taken)
+
+        def sending(self, key: str, slot_taken_at: float) -> None:
+            sent.append((key, slot_taken_at))
 
     credentials = Credentials("amzn1.application-oa2-client.x", "s" * 20, "2.1", "ab-20")
-    before_call = slots_for_retries(cast(Quota, Recorder()), max_wait=2.5)
+    before_call = slots_for_retries(cast(Quota, Recorder()), 42.0, max_wait=2.5)
     before_call(credentials)
     assert taken == []  # the caller took the first attempt's slot itself
     before_call(credentials)
     before_call(credentials)
     assert taken == [(credentials.quota_key, 2.5)] * 2
+    # Every attempt reports its departure against its own slot's time.
+    assert sent == [(credentials.quota_key, t) for t in (42.0, 101.0, 102.0)]
 
 
 PRELOADED_APP = """
