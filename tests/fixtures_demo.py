@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import selectors
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures_sandbox import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The demo's last startup line: everything it prints for a newcomer comes before it.
@@ -45,14 +45,7 @@ def running_demo(tmp_path: Path) -> Iterator[RunningDemo]:
         assert base, printed
         yield RunningDemo(printed=printed, base_url=base.group(1))
     finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
-        if process.stdout is not None:
-            process.stdout.close()
+        stop_process(process, grace=10)
 
 
 def _read_until(process: subprocess.Popen[bytes], marker: str, timeout: float) -> str:

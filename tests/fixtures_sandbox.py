@@ -97,14 +97,19 @@ def sandbox_subprocess(
             url = _read_listening_url(process, startup_timeout, stderr)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-            if process.stdout is not None:
-                process.stdout.close()
+            stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = 5) -> None:
+    """Terminate ``process``, kill it if it outlives ``grace`` seconds, close its stdout."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def _read_listening_url(process: subprocess.Popen[bytes], timeout: float, stderr: Any) -> str:

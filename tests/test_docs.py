@@ -1283,6 +1283,15 @@ def test_every_python_and_ini_block_of_plugins_md_is_run() -> None:
     assert len(plugins_md_snippets("ini")) == 1  # the dist-info entry_points.txt
 
 
+def _snippet_host(monkeypatch: pytest.MonkeyPatch, **config: Any) -> Flask:
+    """A bare host app for a plugins.md snippet: no AMAZON_* from the environment."""
+    for name in [n for n in os.environ if n.startswith("AMAZON_")]:
+        monkeypatch.delenv(name)
+    app = Flask("snippet-host")
+    app.config.update(API_TITLE="Host", API_VERSION="1", OPENAPI_VERSION="3.0.3", **config)
+    return app
+
+
 def test_plugins_md_migration_snippet_gives_each_store_its_own_backend(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1308,13 +1317,8 @@ def test_plugins_md_migration_snippet_gives_each_store_its_own_backend(
     run_snippet(
         plugins_md_snippet("def arda_amazon_credential_backends(marketplace)"), plugin.__dict__
     )
-    for name in [n for n in os.environ if n.startswith("AMAZON_")]:
-        monkeypatch.delenv(name)
-    app = Flask("snippet-host")
-    app.config.update(
-        API_TITLE="Host",
-        API_VERSION="1",
-        OPENAPI_VERSION="3.0.3",
+    app = _snippet_host(
+        monkeypatch,
         AMAZON_CREDENTIALS_BACKEND="vault",
         AMAZON_MARKETPLACES="www.amazon.com,www.amazon.co.uk",
     )
@@ -1350,15 +1354,7 @@ def test_plugins_md_registering_a_backend_plugin_before_init_app(
         def arda_amazon_credential_backends(self) -> dict[str, Any]:
             return {"my-vault": lambda config: MyVaultBackend()}
 
-    for name in [n for n in os.environ if n.startswith("AMAZON_")]:
-        monkeypatch.delenv(name)
-    app = Flask("snippet-host")
-    app.config.update(
-        API_TITLE="Host",
-        API_VERSION="1",
-        OPENAPI_VERSION="3.0.3",
-        AMAZON_CREDENTIALS_BACKEND="my-vault",
-    )
+    app = _snippet_host(monkeypatch, AMAZON_CREDENTIALS_BACKEND="my-vault")
     namespace: dict[str, Any] = {
         "AmazonImport": AmazonImport,
         "MyVaultPlugin": MyVaultPlugin,
