@@ -100,6 +100,14 @@ def new_quota(quotas: list[Quota]) -> Any:
     return make
 
 
+#: A real redis-server of each kind the quota accepts (tests/fixtures_redis.py).
+SHARED_REDIS = [
+    pytest.param("redis_url", id="redis"),
+    pytest.param("redis_cluster_uri", id="redis-cluster"),
+    pytest.param("redis_sentinel_uri", id="redis-sentinel"),
+]
+
+
 def refusal(quota: Quota, max_wait: float | None = 0) -> AmazonImportError:
     with pytest.raises(AmazonImportError) as info:
         quota.acquire(KEY, max_wait=max_wait)
@@ -460,8 +468,12 @@ def test_margin_zero_turns_the_late_send_check_off(clock: FakeClock, new_quota: 
     assert clock.now - T0 == pytest.approx(1.0, abs=0.01)
 
 
-def test_a_late_calls_hold_is_shared_through_redis(redis_url: str, new_quota: Any) -> None:
-    settings = make_settings("1/second;100/day", margin=0.15, uri=redis_url, max_wait=0)
+@pytest.mark.parametrize("uri_fixture", SHARED_REDIS)
+def test_a_late_calls_hold_is_shared_through_redis(
+    uri_fixture: str, request: pytest.FixtureRequest, new_quota: Any
+) -> None:
+    uri = request.getfixturevalue(uri_fixture)
+    settings = make_settings("1/second;100/day", margin=0.15, uri=uri, max_wait=0)
     first, second = new_quota(settings), new_quota(settings)
     taken = first.acquire(KEY)
     time.sleep(1.2)  # the slot's spacing is over ...
@@ -474,10 +486,13 @@ def test_a_late_calls_hold_is_shared_through_redis(redis_url: str, new_quota: An
     assert [w.used for w in second.status(KEY)][-1] == 2
 
 
+@pytest.mark.parametrize("uri_fixture", SHARED_REDIS)
 def test_two_quotas_share_limits_and_penalties_through_redis(
-    redis_url: str, new_quota: Any
+    uri_fixture: str, request: pytest.FixtureRequest, new_quota: Any
 ) -> None:
-    settings = make_settings("1/second;100/day", margin=0.15, uri=redis_url)
+    settings = make_settings(
+        "1/second;100/day", margin=0.15, uri=request.getfixturevalue(uri_fixture)
+    )
     first, second = new_quota(settings), new_quota(settings)
     first.acquire(KEY)
     assert refusal(second).details["limit"] == "second"
