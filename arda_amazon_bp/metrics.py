@@ -68,6 +68,11 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
         (),
         "Time from asking for an upstream slot to getting it.",
     ),
+    PREFIX + "quota_departure_delay_seconds": (
+        "histogram",
+        (),
+        "Time from taking an upstream slot to the call leaving (token fetch, scheduling).",
+    ),
     PREFIX + "quota_refusals_total": (
         "counter",
         ("limit",),
@@ -98,6 +103,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
 UPSTREAM_CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0)
 ASINS_PER_CALL_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 QUOTA_WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+# Fine around the default margin (0.15 s): how close departures come to eating it.
+DEPARTURE_DELAY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0)
 
 IMPORT_CODES = frozenset({"OK", "PARTIAL", *(code.value for code in ErrorCode)})
 UPSTREAM_EVENTS = frozenset(
@@ -160,6 +167,9 @@ class Recorder:
     def quota_refused(self, limit: str) -> None:
         """A slot was refused because of ``limit`` (granularity or ``penalty``)."""
 
+    def quota_departed(self, delay: float) -> None:
+        """A call left ``delay`` seconds after its slot was taken."""
+
     def quota_window(self, credential_id: str, limit: str, amount: int, remaining: int) -> None:
         """A reading of quota window ``limit`` (``"8640 per 1 day"``) for a credential."""
 
@@ -202,6 +212,9 @@ class PrometheusRecorder(Recorder):
             self._cache = make(Counter, p + "cache_lookups_total")
             self._quota_wait = make(Histogram, p + "quota_wait_seconds", buckets=QUOTA_WAIT_BUCKETS)
             self._refusals = make(Counter, p + "quota_refusals_total")
+            self._departures = make(
+                Histogram, p + "quota_departure_delay_seconds", buckets=DEPARTURE_DELAY_BUCKETS
+            )
             # Under gunicorn every worker reads the same shared windows (Redis): the most
             # recent reading is the freshest; see docs/metrics.md for memory://.
             self._remaining = make(Gauge, p + "quota_remaining", multiprocess_mode="mostrecent")
@@ -263,6 +276,9 @@ class PrometheusRecorder(Recorder):
 
     def quota_refused(self, limit: str) -> None:
         self._child(self._refusals, _bounded(limit, QUOTA_LIMITS)).inc()
+
+    def quota_departed(self, delay: float) -> None:
+        self._departures.observe(max(0.0, delay))
 
     def quota_window(self, credential_id: str, limit: str, amount: int, remaining: int) -> None:
         labels = (window_label(limit), mask(credential_id))

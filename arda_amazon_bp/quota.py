@@ -544,12 +544,13 @@ class Quota:
         next slot until one short window from now, in every process, when the limit is one
         call per window or the call left more than the margin late (module docs, "Late
         sends")."""
+        now = self._clock()
+        late = now - slot_taken_at
+        self._metrics.quota_departed(late)
         margin = self._settings.rate_margin_seconds
         shortest = self._windows[0]
         if not margin > 0 or shortest.expiry >= _MARGIN_BELOW_SECONDS:
             return
-        now = self._clock()
-        late = now - slot_taken_at
         # One call per window: the window restarts when the call leaves, always (a few ms
         # each). Several: only a call later than the margin holds them all (conservative).
         if late <= (0.0 if shortest.amount == 1 else margin):

@@ -139,6 +139,10 @@ def test_imports_against_the_sandbox_show_up_in_the_exposition(
     assert value(registry, "arda_amazon_cache_lookups_total", result="hit") == 2
     assert value(registry, "arda_amazon_cache_lookups_total", result="miss") == 4
     assert value(registry, "arda_amazon_quota_wait_seconds_count") == stats["total_calls"]
+    # Every attempt reports its departure, retries included.
+    assert (
+        value(registry, "arda_amazon_quota_departure_delay_seconds_count") == (stats["total_calls"])
+    )
     assert value(registry, "arda_amazon_credential_loads_total", backend="env", outcome="ok") >= 1
     window = {"window": "day", "credential": CREDENTIAL_LABEL}
     assert value(registry, "arda_amazon_quota_limit", **window) == 8640
@@ -244,6 +248,22 @@ def test_quota_waits_and_refusals_are_recorded(
     with pytest.raises(Exception, match="throttled"):
         quota.acquire("k", max_wait=0)
     assert value(registry, "arda_amazon_quota_refusals_total", limit="penalty") == 1
+
+
+def test_departure_delays_are_recorded(registry: CollectorRegistry, clock: FakeClock) -> None:
+    quota = Quota(
+        make_settings("1/second;8640/day", margin=0.0),  # recorded even with the check off
+        clock=clock.time,
+        sleep=clock.sleep,
+        metrics=PrometheusRecorder(registry),
+    )
+    taken = quota.acquire("k", max_wait=0)
+    clock.now += 0.2
+    quota.sending("k", taken)
+    assert value(registry, "arda_amazon_quota_departure_delay_seconds_count") == 1
+    assert value(registry, "arda_amazon_quota_departure_delay_seconds_sum") == pytest.approx(0.2)
+    assert value(registry, "arda_amazon_quota_departure_delay_seconds_bucket", le="0.15") == 0
+    assert value(registry, "arda_amazon_quota_departure_delay_seconds_bucket", le="0.25") == 1
 
 
 # --- registries ----------------------------------------------------------------------------
