@@ -248,6 +248,10 @@ SHARE_TEXTS: list[tuple[str, ProductRef | ShortLink]] = [
         ProductRef("www.amazon.co.jp", "4062748681"),
     ),
     ("gloves: www.amazon.com/dp/B0ABCDEFGH, cheap!", ProductRef("www.amazon.com", ASIN)),
+    # Bare hosts inside text: any case, a trailing root dot, the amzn.com and short hosts.
+    ("gloves: WWW.AMAZON.COM./dp/B0ABCDEFGH cheap", ProductRef("www.amazon.com", ASIN)),
+    ("gloves: amzn.com/dp/B0ABCDEFGH cheap", ProductRef("www.amazon.com", ASIN)),
+    ("gloves: a.co/d/3V4ITBv cheap", ShortLink("a.co", "/d/3V4ITBv")),
     # The same product twice (the link and its variant) is one product.
     (
         "https://www.amazon.com/dp/B0ABCDEFGH or https://www.amazon.com/gp/product/b0abcdefgh?th=1",
@@ -266,6 +270,7 @@ SHARE_TEXTS: list[tuple[str, ProductRef | ShortLink]] = [
     # A lone link keeps every rule it had, after trimming what wraps it.
     ("<https://www.amazon.com/dp/B0ABCDEFGH>", ProductRef("www.amazon.com", ASIN)),
     ("https://a.co/d/3V4ITBv#top", ShortLink("a.co", "/d/3V4ITBv")),
+    ("https://a.co/d/3V4ITBv#top#more", ShortLink("a.co", "/d/3V4ITBv")),
     ("AMZN.TO./3xYzAbC", ShortLink("amzn.to", "/3xYzAbC")),
     ("https://amzn.to", ShortLink("amzn.to", "/")),
     ("https://amzn.to?x=1", ShortLink("amzn.to", "/?x=1")),
@@ -282,6 +287,54 @@ def test_share_texts(text: str, expected: ProductRef | ShortLink) -> None:
             parse_product_link(text)
         assert caught.value.code is SHORT
         assert caught.value.details == {"host": expected.host}
+
+
+# Text that holds no single product link: each answer and its exact message.
+SEVERAL = "That text holds several Amazon links; paste just one of them."
+NONE_IN_TEXT = "That text holds no Amazon product link; paste the product's link."
+TEXT_REFUSALS: list[tuple[str, ErrorCode, str]] = [
+    (
+        "https://www.amazon.com/dp/B0ABCDEFGH and https://www.amazon.com/dp/B0ZZZZZZZZ",
+        ErrorCode.UNRECOGNIZED_AMAZON_URL,
+        SEVERAL,
+    ),
+    ("gloves https://www.amazon.com/dp/B0ABCDEFGH a.co/d/3V4ITBv", UNRECOGNIZED, SEVERAL),
+    ("Check out this deal on Amazon", UNRECOGNIZED, NONE_IN_TEXT),
+    ("()", UNRECOGNIZED, "Paste an Amazon product link."),  # a lone token trimmed to nothing
+    # A lookalike host (Cyrillic "а") inside text is not a link at all.
+    ("gloves \u0430mazon.com/dp/B0ABCDEFGH cheap", UNRECOGNIZED, NONE_IN_TEXT),
+    ("see example.com/dp/B0ABCDEFGH now", UNRECOGNIZED, NONE_IN_TEXT),
+    # A store outside the 22 says more than "not a product link", wherever it stands.
+    (
+        "https://www.amazon.com/s?k=gloves or amazon.cn/dp/B0ABCDEFGH",
+        ErrorCode.UNSUPPORTED_AMAZON_LOCALE,
+        "",
+    ),
+    (
+        "amazon.cn/dp/B0ABCDEFGH or https://www.amazon.com/s?k=gloves",
+        ErrorCode.UNSUPPORTED_AMAZON_LOCALE,
+        "",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "code", "message"), TEXT_REFUSALS)
+def test_text_without_one_product_link_is_refused(text: str, code: ErrorCode, message: str) -> None:
+    with pytest.raises(AmazonImportError) as caught:
+        find_link(text)
+    assert caught.value.code is code
+    if message:
+        assert caught.value.message == message
+
+
+def test_text_with_only_non_product_links_answers_the_first_ones_refusal() -> None:
+    text = "https://www.amazon.com/s?k=gloves then https://example.com/x"
+    with pytest.raises(AmazonImportError) as caught:
+        find_link(text)
+    with pytest.raises(AmazonImportError) as first:
+        find_link("https://www.amazon.com/s?k=gloves")
+    assert caught.value.code is first.value.code is UNRECOGNIZED
+    assert caught.value.message == first.value.message != NONE_IN_TEXT
 
 
 def test_a_short_link_is_always_requested_over_https() -> None:

@@ -468,6 +468,25 @@ def test_margin_zero_turns_the_late_send_check_off(clock: FakeClock, new_quota: 
     assert clock.now - T0 == pytest.approx(1.0, abs=0.01)
 
 
+def test_a_penalty_longer_than_a_late_calls_hold_still_decides(
+    clock: FakeClock, new_quota: Any
+) -> None:
+    quota = new_quota(make_settings("1/second", margin=0.15), clock)
+    taken = quota.acquire(KEY)
+    clock.now += 0.5
+    quota.sending(KEY, taken)  # holds the next slot for 1.15 s ...
+    quota.penalize(KEY, 30)  # ... and Amazon's 429 for 30 s
+    error = refusal(quota)
+    assert error.details["limit"] == "penalty"
+    assert error.headers["Retry-After"] == "30"
+
+
+def test_a_limit_that_allows_no_call_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Quota(make_settings("0/second"))
+    assert str(raised.value) == "AMAZON_RATE_LIMITS: 0 per 1 second allows no call at all"
+
+
 @pytest.mark.parametrize("uri_fixture", SHARED_REDIS)
 def test_a_late_calls_hold_is_shared_through_redis(
     uri_fixture: str, request: pytest.FixtureRequest, new_quota: Any
