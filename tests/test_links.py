@@ -252,6 +252,7 @@ SHARE_TEXTS: list[tuple[str, ProductRef | ShortLink]] = [
     ("gloves: WWW.AMAZON.COM./dp/B0ABCDEFGH cheap", ProductRef("www.amazon.com", ASIN)),
     ("gloves: amzn.com/dp/B0ABCDEFGH cheap", ProductRef("www.amazon.com", ASIN)),
     ("gloves: a.co/d/3V4ITBv cheap", ShortLink("a.co", "/d/3V4ITBv")),
+    ("gloves: A.CO./d/3V4ITBv cheap", ShortLink("a.co", "/d/3V4ITBv")),
     # The same product twice (the link and its variant) is one product.
     (
         "https://www.amazon.com/dp/B0ABCDEFGH or https://www.amazon.com/gp/product/b0abcdefgh?th=1",

@@ -499,7 +499,7 @@ def test_a_late_calls_hold_is_shared_through_redis(
     first.sending(KEY, taken - 0.3)  # ... and its call is leaving only now (late)
     error = refusal(second)
     assert error.details["limit"] == "second"
-    assert error.details["retryAfter"] == 2  # ceil of the 1.15 s hold
+    assert error.details["retryAfter"] in (1, 2)  # what is left of the 1.15 s hold, rounded up
     time.sleep(1.2)
     second.acquire(KEY)
     assert [w.used for w in second.status(KEY)][-1] == 2
