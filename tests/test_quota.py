@@ -390,18 +390,36 @@ def test_a_waiter_that_cannot_make_it_is_refused_without_waiting(new_quota: Any)
 # -- late sends: the next slot waits for a call that left after the margin -------------------
 
 
-def test_one_call_per_window_runs_the_window_from_departure_to_departure(
-    clock: FakeClock, new_quota: Any, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("limits", "margin", "late", "next_slot", "warnings"),
+    [
+        # One call per window: the window runs from departure to departure, quietly.
+        pytest.param("1/second", 0.15, 0.1, 0.1 + 1.15, 0, id="one-per-window"),
+        # Several per window: a call later than the margin holds every next slot, loudly.
+        pytest.param("2/second", 0.15, 0.5, 0.5 + 1.15, 1, id="several-late"),
+        # A margin of 0 turns the check off: the slot's own window decides.
+        pytest.param("1/second", 0, 0.6, 1.0, 0, id="margin-zero"),
+    ],
+)
+def test_the_next_slot_after_a_departure(
+    clock: FakeClock,
+    new_quota: Any,
+    caplog: pytest.LogCaptureFixture,
+    limits: str,
+    margin: float,
+    late: float,
+    next_slot: float,
+    warnings: int,
 ) -> None:
-    quota = new_quota(make_settings("1/second", margin=0.15), clock)
+    quota = new_quota(make_settings(limits, margin=margin), clock)
     taken = quota.acquire(KEY)
     assert taken == T0
-    clock.now += 0.1  # left 0.1 s after its slot: within the margin
+    clock.now += late
     with caplog.at_level(logging.WARNING, logger="arda_amazon_bp.quota"):
         quota.sending(KEY, taken)
-    assert caplog.records == []  # nothing unusual to report
+    assert len(caplog.records) == warnings
     quota.acquire(KEY)
-    assert clock.now - T0 == pytest.approx(0.1 + 1.15, abs=0.01)
+    assert clock.now - T0 == pytest.approx(next_slot, abs=0.01)
 
 
 def test_several_calls_per_window_ignore_a_departure_within_the_margin(
@@ -414,17 +432,6 @@ def test_several_calls_per_window_ignore_a_departure_within_the_margin(
     quota.sending(KEY, first)
     quota.acquire(KEY)  # the third slot: the window of the first two, nothing more
     assert clock.now - T0 == pytest.approx(1.15, abs=0.01)
-
-
-def test_several_calls_per_window_wait_for_a_call_later_than_the_margin(
-    clock: FakeClock, new_quota: Any
-) -> None:
-    quota = new_quota(make_settings("2/second", margin=0.15), clock)
-    first = quota.acquire(KEY)
-    clock.now += 0.5
-    quota.sending(KEY, first)
-    quota.acquire(KEY)  # a free slot of the window, yet held for the late call
-    assert clock.now - T0 == pytest.approx(0.5 + 1.15, abs=0.01)
 
 
 def test_a_call_leaving_late_holds_the_next_slot_from_its_departure(
@@ -457,15 +464,6 @@ def test_late_warnings_are_one_a_minute(
         clock.now += 60
         quota.sending(KEY, quota.acquire(KEY) - 1)
     assert len(caplog.records) == 2
-
-
-def test_margin_zero_turns_the_late_send_check_off(clock: FakeClock, new_quota: Any) -> None:
-    quota = new_quota(make_settings("1/second", margin=0), clock)
-    taken = quota.acquire(KEY)
-    clock.now += 0.6
-    quota.sending(KEY, taken)
-    quota.acquire(KEY)
-    assert clock.now - T0 == pytest.approx(1.0, abs=0.01)
 
 
 def test_a_penalty_longer_than_a_late_calls_hold_still_decides(
