@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fixtures_sandbox import stop_process
+from fixtures_sandbox import read_stdout_until, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The demo's last startup line: everything it prints for a newcomer comes before it.
@@ -40,25 +38,10 @@ def running_demo(tmp_path: Path) -> Iterator[RunningDemo]:
         stdin=subprocess.DEVNULL,
     )
     try:
-        printed = _read_until(process, READY, timeout=30)
+        printed, ready = read_stdout_until(process, re.escape(READY), timeout=30)
+        assert ready is not None, f"demo did not print {READY!r} (exit {process.poll()}): {printed}"
         base = re.search(r"example BFF on (http://127\.0\.0\.1:\d+)", printed)
         assert base, printed
         yield RunningDemo(printed=printed, base_url=base.group(1))
     finally:
         stop_process(process, grace=10)
-
-
-def _read_until(process: subprocess.Popen[bytes], marker: str, timeout: float) -> str:
-    """Read the process's stdout until ``marker`` (raw reads: nothing hides in a buffer)."""
-    assert process.stdout is not None
-    data = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while marker.encode() not in data:
-            assert time.monotonic() < deadline, f"demo did not print {marker!r}: {data!r}"
-            if selector.select(timeout=0.2):
-                chunk = os.read(process.stdout.fileno(), 65536)
-                assert chunk, f"demo exited {process.wait(5)}: {data!r}"
-                data += chunk
-    return data.decode()

@@ -14,6 +14,8 @@ same handle works for both.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import selectors
 import subprocess
 import sys
@@ -114,21 +116,35 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 5) -> None:
 
 def _read_listening_url(process: subprocess.Popen[bytes], timeout: float, stderr: Any) -> str:
     """Wait for the CLI's ``sandbox listening on URL`` line."""
+    _, listening = read_stdout_until(process, r"sandbox listening on (\S+)\r?\n", timeout)
+    if listening is not None:
+        return listening.group(1)
+    stderr.seek(0)
+    raise RuntimeError(
+        f"sandbox CLI did not start (exit {process.poll()}): {stderr.read().decode()[-2000:]}"
+    )
+
+
+def read_stdout_until(
+    process: subprocess.Popen[bytes], pattern: str, timeout: float
+) -> tuple[str, re.Match[str] | None]:
+    """Read ``process``'s stdout until the regex ``pattern`` matches, the process closes
+    it, or ``timeout`` passes: what was read, and the match (``None`` if none came).
+
+    Raw reads, so nothing the process printed waits in a buffer of ours.
+    """
     assert process.stdout is not None
-    prefix = b"sandbox listening on "
+    data = b""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if selector.select(timeout=0.1):
-                line = process.stdout.readline()
-                if line.startswith(prefix):
-                    return line[len(prefix) :].decode().strip()
-                if not line:
+                chunk = os.read(process.stdout.fileno(), 65536)
+                if not chunk:
                     break
-            if process.poll() is not None:
-                break
-    stderr.seek(0)
-    raise RuntimeError(
-        f"sandbox CLI did not start (exit {process.poll()}): {stderr.read().decode()[-2000:]}"
-    )
+                data += chunk
+                match = re.search(pattern, data.decode(errors="replace"))
+                if match is not None:
+                    return data.decode(errors="replace"), match
+    return data.decode(errors="replace"), None
