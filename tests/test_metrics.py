@@ -503,6 +503,7 @@ def test_the_alerting_rules_use_only_registered_metrics() -> None:
         "AmazonDailyQuotaLow",
         "AmazonUpstreamUnavailable",
         "AmazonCredentialsFailing",
+        "AmazonCallsLeavingLate",
     }
 
 
@@ -591,6 +592,38 @@ tests:
         alertname: AmazonUpstreamUnavailable
         exp_alerts:
           - exp_labels: {severity: warning, marketplace: www.amazon.com}
+  # Departures: 80 % within 0.05 s, 20 % between 0.15 and 0.25 s (p99 about 0.25 s).
+  - interval: 1m
+    input_series:
+      - series: 'arda_amazon_quota_departure_delay_seconds_bucket{le="0.05"}'
+        values: '0+40x40'
+      - series: 'arda_amazon_quota_departure_delay_seconds_bucket{le="0.1"}'
+        values: '0+40x40'
+      - series: 'arda_amazon_quota_departure_delay_seconds_bucket{le="0.15"}'
+        values: '0+40x40'
+      - series: 'arda_amazon_quota_departure_delay_seconds_bucket{le="0.25"}'
+        values: '0+50x40'
+      - series: 'arda_amazon_quota_departure_delay_seconds_bucket{le="+Inf"}'
+        values: '0+50x40'
+    alert_rule_test:
+      - eval_time: 12m
+        alertname: AmazonCallsLeavingLate
+        exp_alerts: []
+      - eval_time: 35m
+        alertname: AmazonCallsLeavingLate
+        exp_alerts:
+          - exp_labels: {severity: warning}
+  # Healthy departures, all within 0.05 s: no alert however long it lasts.
+  - interval: 1m
+    input_series:
+      - series: 'arda_amazon_quota_departure_delay_seconds_bucket{le="0.05"}'
+        values: '0+50x40'
+      - series: 'arda_amazon_quota_departure_delay_seconds_bucket{le="+Inf"}'
+        values: '0+50x40'
+    alert_rule_test:
+      - eval_time: 35m
+        alertname: AmazonCallsLeavingLate
+        exp_alerts: []
 """
 
 
