@@ -59,18 +59,12 @@ class AmazonImportState:
 
     settings: Settings
     plugin_manager: AppPlugins
-    credentials: CredentialProvider
-    client: CreatorsClient
     quota: Quota
-    cache: ProductCache
     lookup: ProductLookup
     links: ShortLinks
     #: Repeat imports answered from memory for a few seconds (fast_hits.py).
     front_cache: FrontCache[Any] = field(default_factory=lambda: FrontCache(0, 1))
     metrics: metrics.Recorder = metrics.NULL_RECORDER
-    #: Every served store's state, primary first; ``credentials``, ``client`` and ``cache``
-    #: above are the primary store's.
-    stores: dict[str, StoreRuntime] = field(default_factory=dict)
     _event_times: dict[str, float] = field(default_factory=dict)
     _event_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -97,6 +91,27 @@ class AmazonImportState:
         except Exception:
             logger.exception("an arda_amazon_upstream_event hook failed; ignored")
 
+    # Every served store's parts live in one place, the lookup's ``stores``.
+    @property
+    def stores(self) -> dict[str, StoreRuntime]:
+        """Every served store's state (credentials, client, cache) by host."""
+        return self.lookup.stores
+
+    @property
+    def credentials(self) -> CredentialProvider:
+        """The primary store's credentials (``AMAZON_MARKETPLACE``)."""
+        return self.lookup.credentials
+
+    @property
+    def client(self) -> CreatorsClient:
+        """The primary store's Creators API client."""
+        return self.lookup.client
+
+    @property
+    def cache(self) -> ProductCache:
+        """The primary store's product cache."""
+        return self.lookup.cache
+
     def store(self, marketplace: str | None = None) -> StoreRuntime:
         """The state of ``marketplace`` (default: the primary store); ``KeyError`` when
         it is not served."""
@@ -107,9 +122,7 @@ class AmazonImportState:
         :meth:`AmazonImport.close`)."""
         self.lookup.close()
         self.quota.close()
-        for store in self.stores.values() or [
-            StoreRuntime("", self.credentials, self.client, self.cache)
-        ]:
+        for store in self.stores.values():
             store.close()
         self.links.close()
 
@@ -223,29 +236,16 @@ class AmazonImport:
                 on_event=lambda name, details: state.upstream_event(name, details),
             )
             stores[marketplace] = StoreRuntime(marketplace, credentials, client, cache)
-        primary = stores[settings.marketplace]
-        credentials, client, cache = primary.credentials, primary.client, primary.cache
         lookup = ProductLookup(
-            settings,
-            client,
-            quota,
-            cache,
-            credentials,
-            metrics=recorder,
-            thread_name=f"arda-amazon-{app.name}",
-            stores=stores,
+            settings, quota, stores, metrics=recorder, thread_name=f"arda-amazon-{app.name}"
         )
         state = AmazonImportState(
             settings=settings,
             plugin_manager=plugins,
-            credentials=credentials,
-            client=client,
             quota=quota,
-            cache=cache,
             lookup=lookup,
             metrics=recorder,
             links=ShortLinks(settings),
-            stores=stores,
             front_cache=FrontCache(
                 settings.front_cache_ttl_seconds, settings.front_cache_max_entries
             ),

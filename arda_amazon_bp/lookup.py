@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -335,26 +335,18 @@ class ProductLookup:
     def __init__(
         self,
         settings: Settings,
-        client: CreatorsClient,
         quota: Quota,
-        cache: ProductCache,
-        credentials: CredentialProvider,
+        stores: dict[str, StoreRuntime],
         *,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         thread_name: str = "arda-amazon",
         metrics: Recorder = NULL_RECORDER,
-        stores: Mapping[str, StoreRuntime] | None = None,
     ) -> None:
         self.settings = settings
-        #: Served stores by host, primary first; the ``client``, ``cache`` and
-        #: ``credentials`` properties are the primary store's (operator commands,
-        #: single-store callers).
-        self.stores: dict[str, StoreRuntime] = dict(
-            stores
-            or {
-                settings.marketplace: StoreRuntime(settings.marketplace, credentials, client, cache)
-            }
-        )
+        #: Served stores by host, ``settings.marketplace`` among them (the primary store,
+        #: whose parts the ``client``, ``cache`` and ``credentials`` properties are: operator
+        #: commands, single-store callers). The one place they are held.
+        self.stores = stores
         self.thread_name = thread_name
         self.metrics = metrics
         #: Requests of this process waiting for Amazon (AMAZON_MAX_WAITING).
@@ -375,7 +367,7 @@ class ProductLookup:
     # them, so a replaced cache (a test's clock, a host's own) is the one lookups use.
     @property
     def _primary(self) -> StoreRuntime:
-        return next(iter(self.stores.values()))
+        return self.stores[self.settings.marketplace]
 
     def _replace_primary(self, **parts: Any) -> None:
         primary = self._primary
