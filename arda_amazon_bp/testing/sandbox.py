@@ -60,9 +60,14 @@ Strictness choices (where Amazon's behaviour is not documented the sandbox is th
 stricter of the plausible answers, so a client that passes here passes there):
 
 * the rate limit counts every getItems arrival — throttled, failed and faulted calls
-  too — in one sliding window per credential id (Amazon's quota is per credential,
-  docs/architecture.md "Quota"), checked before authentication; a call without a known
-  token is judged by the window of all calls, the strictest reading;
+  too — in one sliding window per credential id, checked before authentication; a call
+  without a known token is judged by the window of all calls, the strictest reading.
+  Source: Amazon's "API Rates" page for PA-API 5.0, which the Creators API replaces and
+  whose limits it keeps (docs/architecture.md "Quota"): TPS is "the maximum number of
+  API calls you can make in one second", a getItems call with 10 ASINs "counts as a
+  single transaction", and an account starts at 1 TPS and 8,640 TPD. The page does not
+  say whether a second is a calendar second or any second, so the sandbox judges any
+  second (a sliding window): a client spaced for it passes a calendar-second counter too;
 * several stores: ``marketplace`` with ``partner_tags``, plus ``stores`` (host → the
   partner tags of the Associates account there; by default ``www.amazon.co.uk`` with
   ``DEMO_UK_PARTNER_TAG``, served by the demo EU credential ``DEMO_EU_CREDENTIAL_ID``,
